@@ -1,0 +1,1 @@
+"""Alerting: findings become alerts, notifications and verdicts."""

@@ -1,0 +1,1 @@
+"""Collectors turn OTLP requests into span rows and normalized agent steps."""

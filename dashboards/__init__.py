@@ -1,0 +1,1 @@
+"""Dashboards: the web pages, their JSON API and the guarded SQL endpoint."""

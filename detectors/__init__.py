@@ -1,0 +1,1 @@
+"""Detectors turn committed agent steps into findings."""

@@ -1,0 +1,39 @@
+"""The composition root: the one module that imports the plugin packages and wires them.
+
+`collectors/`, `detectors/`, `alerts/` and `dashboards/` never import each other; this
+module builds their components for a daemon, in start order (sinks before sources).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from collectors.otlp_http import OtlpHttpCollector
+from watchdog.pricing import Pricer
+from watchdog.settings import Settings
+
+if TYPE_CHECKING:
+    from watchdog.daemon import Daemon
+
+
+def wire_components(daemon: Daemon) -> None:
+    """Create every component of `daemon`, mount its routes and append it to the start list."""
+    settings = daemon.settings
+    collector = OtlpHttpCollector(
+        daemon.queue,
+        daemon.pricer,
+        max_body_bytes=settings.server.max_body_bytes,
+        ack_timeout_s=settings.ingest.ack_timeout_s,
+    )
+    collector.add_routes(daemon.app)
+
+
+def validate_config(settings: Settings) -> None:
+    """Run every validation `watchdog run` runs before binding; raise ConfigError on a problem."""
+    Pricer(settings.prices.overrides_file)
+
+
+def add_cli_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register the subcommands the plugin packages contribute (none yet)."""

@@ -1,0 +1,182 @@
+"""Settings: one validated model read from defaults, a YAML file, `WATCHDOG_*` variables and flags.
+
+Precedence, highest first: explicit overrides (CLI flags) > environment > `--config` file >
+embedded defaults. Unknown keys are errors, and every error names the path of the field.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from watchdog.errors import ConfigError
+
+_CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "watchdog_config_file", default=None
+)
+
+
+class Section(BaseModel):
+    """Base of every settings section: strict keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(Section):
+    """The one HTTP listener: OTLP intake, API and dashboard."""
+
+    host: str = Field("127.0.0.1", description="Address to bind; loopback by default.")
+    port: int = Field(4318, ge=0, le=65535, description="Port to bind; 0 picks a free one.")
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Largest OTLP request accepted, measured after decompression (413 above).",
+    )
+    public_url: str | None = Field(
+        None, description="Base URL people use to reach the dashboard (links in alerts)."
+    )
+
+
+class StorageSettings(Section):
+    """Where the DuckDB file lives."""
+
+    data_dir: Path = Field(Path("watchdog-data"), description="Directory of the DuckDB file.")
+    memory_limit: str = Field("1GB", description="DuckDB memory limit for the daemon.")
+    threads: int = Field(2, ge=1, description="DuckDB worker threads.")
+
+
+class IngestSettings(Section):
+    """The bounded queue between the receiver and the single writer."""
+
+    max_queued_spans: int = Field(
+        200_000, gt=0, description="Spans waiting for commit before intake answers 503."
+    )
+    max_batch_spans: int = Field(
+        50_000, gt=0, description="Most spans the writer commits in one transaction."
+    )
+    ack_timeout_s: float = Field(
+        30.0, gt=0, description="How long a request waits for its commit before answering 503."
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with a 503 when full.")
+    shutdown_drain_s: float = Field(
+        20.0, gt=0, description="Longest SIGTERM waits for queued spans to commit."
+    )
+
+    @field_validator("max_batch_spans")
+    @classmethod
+    def _batch_fits_queue(cls, v: int, info: Any) -> int:
+        queued = info.data.get("max_queued_spans")
+        if queued is not None and v > queued:
+            raise ValueError("must not exceed ingest.max_queued_spans")
+        return v
+
+
+class SqlSettings(Section):
+    """Limits of the read-only SQL endpoint."""
+
+    time_limit_ms: int = Field(5000, gt=0, description="Deadline of one query.")
+    max_rows: int = Field(10_000, gt=0, description="Rows returned before `truncated` is set.")
+
+
+class PriceSettings(Section):
+    """Model prices: genai-prices plus a local override file."""
+
+    overrides_file: Path | None = Field(
+        None,
+        description="YAML or JSON file of custom model prices (USD per million tokens).",
+    )
+
+
+class SlackSettings(Section):
+    """Slack app credentials and who may act from Slack."""
+
+    bot_token: SecretStr | None = Field(None, description="Bot token (xoxb-…).")
+    signing_secret: SecretStr | None = Field(None, description="App signing secret.")
+    channel: str | None = Field(None, description="Channel id or name alerts go to.")
+    base_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
+    allowed_users: list[str] = Field(
+        default_factory=list, description="Slack user ids allowed to kill, resume and silence."
+    )
+    allowed_channels: list[str] = Field(
+        default_factory=list, description="Slack channel ids whose members may act."
+    )
+
+
+class Settings(BaseSettings):
+    """The root of every watchdog setting."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="WATCHDOG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token required on /api/ (none: loopback-only trust)."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
+    ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
+    sql: SqlSettings = Field(default_factory=SqlSettings)  # type: ignore[arg-type]
+    prices: PriceSettings = Field(default_factory=PriceSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)  # type: ignore[arg-type]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags beat the environment, which beats the `--config` file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _CONFIG_FILE.get()
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def db_path(self) -> Path:
+        """The DuckDB file inside the data directory."""
+        return self.storage.data_dir / "watchdog.duckdb"
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """Render pydantic errors as `path.to.field: message` lines."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"{loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, `config_file`, the environment and `overrides`.
+
+    Raises ConfigError naming every wrong field by its dotted path.
+    """
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        where = f" in {config_file}" if config_file else ""
+        raise ConfigError(f"invalid settings{where}:\n{format_validation_error(err)}") from err
+    except (OSError, ValueError) as err:  # YAML syntax errors surface as ValueError subclasses
+        raise ConfigError(f"cannot read config file {config_file}: {err}") from err
+    finally:
+        _CONFIG_FILE.reset(token)

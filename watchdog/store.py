@@ -1,0 +1,253 @@
+"""The DuckDB store: numbered migrations, one writer thread, read cursors, bulk Arrow inserts.
+
+DuckDB allows one read-write instance per file per process. The store owns it: every
+write runs on one dedicated thread (so transactions never interleave), every read on a
+small pool of threads with a cursor each. The event loop never touches a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from watchdog.errors import ConfigError
+from watchdog.model import Step
+from watchdog.pipeline import SpanBatch
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_MAP = pa.map_(pa.string(), pa.string())
+_EVENT = pa.struct([("Timestamp", pa.timestamp("ns")), ("Name", pa.string()), ("Attributes", _MAP)])
+_LINK = pa.struct(
+    [("TraceId", pa.string()), ("SpanId", pa.string()), ("TraceState", pa.string()), ("Attributes", _MAP)]
+)
+
+# Step fields whose column name differs from the dataclass field.
+_STEP_COLUMN = {"start_time_ns": "start_time", "end_time_ns": "end_time"}
+_STEP_FIELDS = [f.name for f in dataclasses.fields(Step)]
+_STEP_TYPES = {
+    "start_time_ns": pa.timestamp("ns"),
+    "end_time_ns": pa.timestamp("ns"),
+    "input_tokens": pa.int64(),
+    "output_tokens": pa.int64(),
+    "cache_read_tokens": pa.int64(),
+    "cache_write_tokens": pa.int64(),
+    "reasoning_tokens": pa.int64(),
+    "cost_usd": pa.float64(),
+    "is_error": pa.bool_(),
+}
+
+
+def list_migrations() -> list[tuple[int, str, str]]:
+    """Return the shipped migrations as (number, name, sql), in order."""
+    out = []
+    for entry in resources.files("watchdog.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def _map_array(keys: list[str], vals: list[str], lens: list[int]) -> pa.Array:
+    offsets = [0]
+    total = 0
+    for n in lens:
+        total += n
+        offsets.append(total)
+    return pa.MapArray.from_arrays(
+        pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(vals, pa.string())
+    )
+
+
+def spans_table(b: SpanBatch) -> pa.Table:
+    """Build the Arrow table of `b` in the `spans` column layout."""
+    n = len(b)
+    return pa.table(
+        {
+            "Timestamp": pa.array(b.timestamp_ns, pa.timestamp("ns")),
+            "TraceId": b.trace_id,
+            "SpanId": b.span_id,
+            "ParentSpanId": b.parent_span_id,
+            "TraceState": b.trace_state,
+            "SpanName": b.span_name,
+            "SpanKind": b.span_kind,
+            "ServiceName": b.service_name,
+            "ResourceAttributes": _map_array(b.res_keys, b.res_vals, b.res_lens),
+            "ScopeName": b.scope_name,
+            "ScopeVersion": b.scope_version,
+            "SpanAttributes": _map_array(b.attr_keys, b.attr_vals, b.attr_lens),
+            "Duration": pa.array(b.duration_ns, pa.uint64()),
+            "StatusCode": b.status_code,
+            "StatusMessage": b.status_message,
+            "Events": pa.array(b.events, pa.list_(_EVENT)) if n else pa.array([], pa.list_(_EVENT)),
+            "Links": pa.array(b.links, pa.list_(_LINK)) if n else pa.array([], pa.list_(_LINK)),
+        }
+    )
+
+
+def steps_table(steps: list[Step]) -> pa.Table:
+    """Build the Arrow table of `steps` in the `steps` column layout."""
+    cols: dict[str, pa.Array] = {}
+    for name in _STEP_FIELDS:
+        values = [getattr(s, name) for s in steps]
+        cols[_STEP_COLUMN.get(name, name)] = pa.array(values, _STEP_TYPES.get(name, pa.string()))
+    return pa.table(cols)
+
+
+class Store:
+    """Owner of the one DuckDB instance of a data directory."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        memory_limit: str = "1GB",
+        threads: int = 2,
+        read_only: bool = False,
+    ) -> None:
+        self.path = path
+        self._memory_limit = memory_limit
+        self._threads = threads
+        self.read_only = read_only
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="duckdb-writer")
+        self._readers = ThreadPoolExecutor(4, thread_name_prefix="duckdb-reader")
+        self._local = threading.local()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def open(self) -> None:
+        """Open (creating if needed) and migrate the database; then lock file access.
+
+        Raises ConfigError when the file cannot be opened (another process holds it).
+        """
+        if self._con is not None:
+            return
+        config: dict[str, Any] = {"memory_limit": self._memory_limit, "threads": self._threads}
+        try:
+            if self.read_only:
+                config["enable_external_access"] = False
+                self._con = duckdb.connect(str(self.path), read_only=True, config=config)
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._con = duckdb.connect(str(self.path), config=config)
+        except duckdb.Error as err:
+            raise ConfigError(f"cannot open database {self.path}: {err}") from err
+        self._migrate(self._con)
+        # After this no statement on this instance can read or write files other than the
+        # database itself: user SQL cannot reach /etc/passwd even if the guard missed it.
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+
+    def close(self) -> None:
+        """Checkpoint and close; safe to call twice."""
+        con, self._con = self._con, None
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        if con is not None:
+            if not self.read_only:
+                try:
+                    con.execute("CHECKPOINT")
+                except duckdb.Error:
+                    logger.warning("checkpoint at close failed", exc_info=True)
+            con.close()
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The instance's root connection (use only from the store's threads)."""
+        if self._con is None:
+            raise RuntimeError("store is not open")
+        return self._con
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP DEFAULT now())"
+        )
+        row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        current = int(row[0]) if row else 0
+        known = list_migrations()
+        if known and current > known[-1][0]:
+            raise ConfigError(
+                f"database {self.path} has schema version {current}, newer than this "
+                f"watchdog knows ({known[-1][0]}); upgrade watchdog"
+            )
+        for version, name, sql in known:
+            if version <= current:
+                continue
+            logger.info("applying migration %s", name)
+            con.execute("BEGIN")
+            try:
+                con.execute(sql)
+                con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+                con.execute("COMMIT")
+            except duckdb.Error:
+                con.execute("ROLLBACK")
+                raise
+
+    def schema_version(self) -> int:
+        """The highest migration applied to the file."""
+        row = self.con.cursor().execute("SELECT max(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- threads ---------------------------------------------------------------------
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self.con.cursor()
+            self._local.cursor = cur
+        return cur
+
+    async def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `fn(cursor)` inside one transaction on the writer thread; commit, then return."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self.write_sync, fn)
+
+    def write_sync(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """The writer thread's body of `write`; call directly only from that thread or tests."""
+        cur = self._cursor()
+        cur.execute("BEGIN")
+        try:
+            result = fn(cur)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return result
+
+    async def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `fn(cursor)` on a reader thread with that thread's own cursor."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._cursor()))
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Run one read query synchronously on a fresh cursor (tests, CLI, start-up)."""
+        return self.con.cursor().execute(sql, params or []).fetchall()
+
+    # -- spans -----------------------------------------------------------------------
+    async def write_spans(self, batch: SpanBatch) -> None:
+        """Commit the spans and steps of `batch` in one transaction."""
+        spans = spans_table(batch)
+        steps = steps_table(batch.steps) if batch.steps else None
+
+        def insert(cur: duckdb.DuckDBPyConnection) -> None:
+            cur.register("_spans_in", spans)
+            cur.execute("INSERT INTO spans BY NAME SELECT * FROM _spans_in")
+            cur.unregister("_spans_in")
+            if steps is not None:
+                cur.register("_steps_in", steps)
+                cur.execute("INSERT INTO steps BY NAME SELECT * FROM _steps_in")
+                cur.unregister("_steps_in")
+
+        await self.write(insert)
