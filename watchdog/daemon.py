@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from watchdog.alertstore import AlertStore
 from watchdog.http import build_app
 from watchdog.lifecycle import Component, Supervisor
 from watchdog.pipeline import BatchWriter, IngestQueue
@@ -42,6 +43,7 @@ class Daemon:
         self.supervisor.on_critical_crash.append(lambda name: self.request_stop(exit_code=1))
         self.queue = IngestQueue(settings.ingest.max_queued_spans, settings.ingest.retry_after_s)
         self.writer = BatchWriter(self.queue, self.store.write_spans, settings.ingest.max_batch_spans)
+        self.alerts = AlertStore(self.store)
         self.app = build_app(self)
         self.components: list[Component] = []
         self.metric_registries: list[CollectorRegistry] = []
@@ -60,6 +62,7 @@ class Daemon:
         from watchdog.registry import wire_components  # composition root
 
         await asyncio.to_thread(self.store.open)
+        await self.alerts.load()
         self._writer_task = self.supervisor.spawn(self.writer.run(), name="writer", critical=True)
         wire_components(self)
         for comp in self.components:
