@@ -96,6 +96,42 @@ class PriceSettings(Section):
     )
 
 
+class BudgetCaps(Section):
+    """Spend caps in USD; None means no cap at that level."""
+
+    per_run_usd: float | None = Field(None, gt=0, description="Cap per run (one trace).")
+    per_session_usd: float | None = Field(None, gt=0, description="Cap per session.")
+    per_agent_day_usd: float | None = Field(
+        None, gt=0, description="Cap per agent per UTC day."
+    )
+
+
+class BudgetSettings(BudgetCaps):
+    """Spend caps shared by the spend detector and the guard's reservations."""
+
+    total_day_usd: float | None = Field(
+        None, gt=0, description="Cap on all agents together per UTC day."
+    )
+    warn_fractions: list[float] = Field(
+        default_factory=lambda: [0.5, 0.8, 1.0],
+        description="Fractions of a cap at which the spend detector warns (once per period).",
+    )
+    agents: dict[str, BudgetCaps] = Field(
+        default_factory=dict, description="Per-agent caps that replace the defaults above."
+    )
+
+    @field_validator("warn_fractions")
+    @classmethod
+    def _fractions_in_range(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f <= 1 for f in v):
+            raise ValueError("every fraction must be in (0, 1]")
+        return sorted(set(v))
+
+    def caps_for(self, agent: str) -> BudgetCaps:
+        """The caps that apply to `agent` (its override, else the defaults)."""
+        return self.agents.get(agent, self)
+
+
 class SlackSettings(Section):
     """Slack app credentials and who may act from Slack."""
 
@@ -131,6 +167,7 @@ class Settings(BaseSettings):
     sql: SqlSettings = Field(default_factory=SqlSettings)  # type: ignore[arg-type]
     prices: PriceSettings = Field(default_factory=PriceSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)  # type: ignore[arg-type]
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
