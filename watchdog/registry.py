@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from collectors.otlp_http import OtlpHttpCollector
+from detectors.engine import DetectorEngine
 from watchdog.pricing import Pricer
 from watchdog.settings import Settings
 
@@ -28,6 +29,16 @@ def wire_components(daemon: Daemon) -> None:
         ack_timeout_s=settings.ingest.ack_timeout_s,
     )
     collector.add_routes(daemon.app)
+
+    # -- detection (issue 3): one engine runs every detector; register one with engine.add --
+    if settings.detectors.enabled:
+        engine = DetectorEngine(
+            settings.detectors, daemon.store, daemon.alerts.record, daemon.supervisor
+        )
+        daemon.writer.subscribe(engine.on_commit)
+        daemon.metric_registries.append(engine.metrics.registry)
+        daemon.services["detectors"] = engine
+        daemon.components.append(engine)
 
 
 def validate_config(settings: Settings) -> None:

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from watchdog.errors import ConfigError
+from watchdog.detection import DetectorSettings
 
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "watchdog_config_file", default=None
@@ -168,6 +169,7 @@ class Settings(BaseSettings):
     prices: PriceSettings = Field(default_factory=PriceSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)  # type: ignore[arg-type]
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)  # type: ignore[arg-type]
+    detectors: DetectorSettings = Field(default_factory=DetectorSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
