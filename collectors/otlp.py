@@ -39,30 +39,22 @@ class DecodedRequest:
 def any_value(v: AnyValue) -> Any:
     """Convert an OTLP AnyValue to a plain Python value (kvlist → dict, array → list)."""
     kind = v.WhichOneof("value")
+    # Strings dominate real traffic; test them first.
     if kind == "string_value":
         return v.string_value
-    if kind == "int_value":
-        return v.int_value
-    if kind == "double_value":
-        return v.double_value
-    if kind == "bool_value":
-        return v.bool_value
+    if kind is None:
+        return None
     if kind == "array_value":
         return [any_value(x) for x in v.array_value.values]
     if kind == "kvlist_value":
         return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
-    if kind == "bytes_value":
-        return v.bytes_value
-    return None
+    return getattr(v, kind)
 
 
 def attributes(kvs: Any) -> dict[str, Any]:
     """Convert a repeated KeyValue field to a dict (last key wins)."""
-    out: dict[str, Any] = {}
     kv: KeyValue
-    for kv in kvs:
-        out[kv.key] = any_value(kv.value)
-    return out
+    return {kv.key: any_value(kv.value) for kv in kvs}
 
 
 def to_text(value: Any) -> str:
@@ -225,9 +217,8 @@ def decode_request(req: ExportTraceServiceRequest, pricer: Pricer) -> DecodedReq
                 b.res_keys.extend(res_keys)
                 b.res_vals.extend(res_vals)
                 b.res_lens.append(len(res_keys))
-                for k, v in attrs.items():
-                    b.attr_keys.append(k)
-                    b.attr_vals.append(to_text(v))
+                b.attr_keys.extend(attrs)
+                b.attr_vals.extend([v if v.__class__ is str else to_text(v) for v in attrs.values()])
                 b.attr_lens.append(len(attrs))
                 b.events.append(events)
                 b.links.append(_links(span) if span.links else [])

@@ -71,30 +71,38 @@ def _map_array(keys: list[str], vals: list[str], lens: list[int]) -> pa.Array:
     )
 
 
+def _nested(rows: list[list[dict[str, Any]]], typ: pa.DataType) -> pa.Array | None:
+    # Most spans carry no events or links. Converting a column of empty nested lists
+    # costs as much as the attribute maps, so spans without any get NULL instead of [].
+    if not any(rows):
+        return None
+    return pa.array([r or None for r in rows], pa.list_(typ))
+
+
 def spans_table(b: SpanBatch) -> pa.Table:
-    """Build the Arrow table of `b` in the `spans` column layout."""
-    n = len(b)
-    return pa.table(
-        {
-            "Timestamp": pa.array(b.timestamp_ns, pa.timestamp("ns")),
-            "TraceId": b.trace_id,
-            "SpanId": b.span_id,
-            "ParentSpanId": b.parent_span_id,
-            "TraceState": b.trace_state,
-            "SpanName": b.span_name,
-            "SpanKind": b.span_kind,
-            "ServiceName": b.service_name,
-            "ResourceAttributes": _map_array(b.res_keys, b.res_vals, b.res_lens),
-            "ScopeName": b.scope_name,
-            "ScopeVersion": b.scope_version,
-            "SpanAttributes": _map_array(b.attr_keys, b.attr_vals, b.attr_lens),
-            "Duration": pa.array(b.duration_ns, pa.uint64()),
-            "StatusCode": b.status_code,
-            "StatusMessage": b.status_message,
-            "Events": pa.array(b.events, pa.list_(_EVENT)) if n else pa.array([], pa.list_(_EVENT)),
-            "Links": pa.array(b.links, pa.list_(_LINK)) if n else pa.array([], pa.list_(_LINK)),
-        }
-    )
+    """Build the Arrow table of `b` in the `spans` column layout (Events/Links NULL when none)."""
+    cols: dict[str, Any] = {
+        "Timestamp": pa.array(b.timestamp_ns, pa.timestamp("ns")),
+        "TraceId": b.trace_id,
+        "SpanId": b.span_id,
+        "ParentSpanId": b.parent_span_id,
+        "TraceState": b.trace_state,
+        "SpanName": b.span_name,
+        "SpanKind": b.span_kind,
+        "ServiceName": b.service_name,
+        "ResourceAttributes": _map_array(b.res_keys, b.res_vals, b.res_lens),
+        "ScopeName": b.scope_name,
+        "ScopeVersion": b.scope_version,
+        "SpanAttributes": _map_array(b.attr_keys, b.attr_vals, b.attr_lens),
+        "Duration": pa.array(b.duration_ns, pa.uint64()),
+        "StatusCode": b.status_code,
+        "StatusMessage": b.status_message,
+    }
+    for name, rows, typ in (("Events", b.events, _EVENT), ("Links", b.links, _LINK)):
+        arr = _nested(rows, typ)
+        if arr is not None:
+            cols[name] = arr
+    return pa.table(cols)
 
 
 def steps_table(steps: list[Step]) -> pa.Table:
@@ -147,6 +155,9 @@ class Store:
         self._migrate(self._con)
         # After this no statement on this instance can read or write files other than the
         # database itself: user SQL cannot reach /etc/passwd even if the guard missed it.
+        # Checkpoints rewrite table data and stall the commit that triggers them; a larger
+        # WAL before checkpointing keeps ingest smooth (replay on restart stays seconds).
+        self._con.execute("SET checkpoint_threshold = '256MB'")
         self._con.execute("SET enable_external_access = false")
         self._con.execute("SET lock_configuration = true")
 
@@ -237,15 +248,16 @@ class Store:
 
     # -- spans -----------------------------------------------------------------------
     async def write_spans(self, batch: SpanBatch) -> None:
-        """Commit the spans and steps of `batch` in one transaction."""
-        spans = spans_table(batch)
-        steps = steps_table(batch.steps) if batch.steps else None
+        """Commit the spans and steps of `batch` in one transaction (Arrow built on the writer)."""
 
         def insert(cur: duckdb.DuckDBPyConnection) -> None:
+            # Building the Arrow tables here keeps that work off the event loop.
+            spans = spans_table(batch)
             cur.register("_spans_in", spans)
             cur.execute("INSERT INTO spans BY NAME SELECT * FROM _spans_in")
             cur.unregister("_spans_in")
-            if steps is not None:
+            if batch.steps:
+                steps = steps_table(batch.steps)
                 cur.register("_steps_in", steps)
                 cur.execute("INSERT INTO steps BY NAME SELECT * FROM _steps_in")
                 cur.unregister("_steps_in")
