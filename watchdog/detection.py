@@ -60,6 +60,7 @@ from pydantic import (
     model_validator,
 )
 
+from watchdog.drift_context import ContextRules, DriftRules
 from watchdog.model import Finding, Step
 
 if TYPE_CHECKING:
@@ -262,6 +263,8 @@ class AgentDetectorOverrides(_Strict):
 
     loop: LoopRules | None = None
     spend: SpendRules | None = None
+    drift: DriftRules | None = None
+    context: ContextRules | None = None
 
 
 class DetectorSettings(_Strict):
@@ -288,6 +291,8 @@ class DetectorSettings(_Strict):
     )
     loop: LoopRules = Field(default_factory=lambda: LoopRules.model_validate({}))
     spend: SpendRules = Field(default_factory=lambda: SpendRules.model_validate({}))
+    drift: DriftRules = Field(default_factory=lambda: DriftRules.model_validate({}))
+    context: ContextRules = Field(default_factory=lambda: ContextRules.model_validate({}))
     agents: dict[str, AgentDetectorOverrides] = Field(
         default_factory=dict, description="Per-agent overrides of `loop`/`spend` thresholds."
     )
