@@ -34,7 +34,11 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span  # noqa: E402
 from tests.otlp_builders import make_request, make_span  # noqa: E402
 
 TOOLS = ["web_search", "read_file", "lookup_order", "send_email", "sql_query", "http_get"]
-MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-sonnet-20241022")]
+MODELS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("anthropic", "claude-3-5-sonnet-20241022"),
+]
 
 
 def llm_attrs(conv: int, i: int, session: str, agent: str) -> dict[str, object]:
@@ -42,32 +46,48 @@ def llm_attrs(conv: int, i: int, session: str, agent: str) -> dict[str, object]:
     inp, out, cached = 800 + 97 * i, 40 + 11 * i, 256 * (i % 3)
     if conv == 0:  # OTel GenAI (current names)
         return {
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model, "gen_ai.response.model": model,
-            "gen_ai.usage.input_tokens": inp, "gen_ai.usage.output_tokens": out,
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "gen_ai.response.model": model,
+            "gen_ai.usage.input_tokens": inp,
+            "gen_ai.usage.output_tokens": out,
             "gen_ai.usage.cache_read.input_tokens": cached,
-            "gen_ai.conversation.id": session, "gen_ai.agent.name": agent,
-            "gen_ai.response.finish_reasons": ["tool_calls"], "gen_ai.response.id": f"chatcmpl-{i}",
+            "gen_ai.conversation.id": session,
+            "gen_ai.agent.name": agent,
+            "gen_ai.response.finish_reasons": ["tool_calls"],
+            "gen_ai.response.id": f"chatcmpl-{i}",
             "server.address": "api.example.com",
         }
     if conv == 1:  # OpenInference
         return {
-            "openinference.span.kind": "LLM", "llm.system": provider, "llm.provider": provider,
-            "llm.model_name": model, "llm.token_count.prompt": inp,
-            "llm.token_count.completion": out, "llm.token_count.total": inp + out,
-            "llm.token_count.prompt_details.cache_read": cached, "session.id": session,
+            "openinference.span.kind": "LLM",
+            "llm.system": provider,
+            "llm.provider": provider,
+            "llm.model_name": model,
+            "llm.token_count.prompt": inp,
+            "llm.token_count.completion": out,
+            "llm.token_count.total": inp + out,
+            "llm.token_count.prompt_details.cache_read": cached,
+            "session.id": session,
             "agent.name": agent,
             "llm.input_messages.0.message.role": "user",
             "llm.input_messages.0.message.content": "Find the order status for customer 42",
             "llm.output_messages.0.message.role": "assistant",
         }
     return {  # OpenLLMetry 0.17–0.47 era
-        "gen_ai.system": provider, "llm.request.type": "chat", "gen_ai.request.model": model,
-        "gen_ai.response.model": model, "gen_ai.usage.prompt_tokens": inp,
-        "gen_ai.usage.completion_tokens": out, "llm.usage.total_tokens": inp + out,
+        "gen_ai.system": provider,
+        "llm.request.type": "chat",
+        "gen_ai.request.model": model,
+        "gen_ai.response.model": model,
+        "gen_ai.usage.prompt_tokens": inp,
+        "gen_ai.usage.completion_tokens": out,
+        "llm.usage.total_tokens": inp + out,
         "gen_ai.usage.cache_read_input_tokens": cached,
-        "traceloop.association.properties.session_id": session, "gen_ai.agent.name": agent,
-        "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "Summarize the ticket",
+        "traceloop.association.properties.session_id": session,
+        "gen_ai.agent.name": agent,
+        "gen_ai.prompt.0.role": "user",
+        "gen_ai.prompt.0.content": "Summarize the ticket",
         "gen_ai.completion.0.role": "assistant",
     }
 
@@ -75,10 +95,13 @@ def llm_attrs(conv: int, i: int, session: str, agent: str) -> dict[str, object]:
 def tool_attrs(i: int, session: str, agent: str) -> dict[str, object]:
     tool = TOOLS[i % len(TOOLS)]
     return {
-        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-        "gen_ai.tool.call.id": f"call_{i}", "gen_ai.tool.call.arguments": json.dumps({"q": f"item {i}", "page": i}),
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": tool,
+        "gen_ai.tool.call.id": f"call_{i}",
+        "gen_ai.tool.call.arguments": json.dumps({"q": f"item {i}", "page": i}),
         "gen_ai.tool.call.result": json.dumps({"rows": [i, i + 1], "status": "ok"}),
-        "gen_ai.conversation.id": session, "gen_ai.agent.name": agent,
+        "gen_ai.conversation.id": session,
+        "gen_ai.agent.name": agent,
     }
 
 
@@ -88,18 +111,43 @@ def build_run(run_no: int) -> list[Span]:
     agent = f"agent-{run_no % 8}"
     session = f"sess-{run_no}"
     start = time.time_ns()
-    root = make_span("invoke_agent", trace_id=trace_id, start_ns=start, duration_ns=10**9,
-                     attrs={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
-                            "gen_ai.conversation.id": session}, kind=1)
+    root = make_span(
+        "invoke_agent",
+        trace_id=trace_id,
+        start_ns=start,
+        duration_ns=10**9,
+        attrs={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent,
+            "gen_ai.conversation.id": session,
+        },
+        kind=1,
+    )
     spans = [root]
     conv = run_no % 3
     for i in range(12):
         t = start + i * 50_000_000
-        spans.append(make_span("chat", trace_id=trace_id, parent=root.span_id, start_ns=t,
-                               duration_ns=20_000_000, attrs=llm_attrs(conv, i, session, agent)))
-        spans.append(make_span("tool", trace_id=trace_id, parent=root.span_id,
-                               start_ns=t + 25_000_000, duration_ns=10_000_000,
-                               attrs=tool_attrs(i, session, agent), kind=1))
+        spans.append(
+            make_span(
+                "chat",
+                trace_id=trace_id,
+                parent=root.span_id,
+                start_ns=t,
+                duration_ns=20_000_000,
+                attrs=llm_attrs(conv, i, session, agent),
+            )
+        )
+        spans.append(
+            make_span(
+                "tool",
+                trace_id=trace_id,
+                parent=root.span_id,
+                start_ns=t + 25_000_000,
+                duration_ns=10_000_000,
+                attrs=tool_attrs(i, session, agent),
+                kind=1,
+            )
+        )
     return spans
 
 
@@ -150,8 +198,10 @@ def main() -> None:
     ap.add_argument("--runs-per-request", type=int, default=8)
     args = ap.parse_args()
 
-    print(f"building {args.spans:,} spans ({args.runs_per_request} runs of 25 spans per request)…",
-          flush=True)
+    print(
+        f"building {args.spans:,} spans ({args.runs_per_request} runs of 25 spans per request)…",
+        flush=True,
+    )
     bodies = build_bodies(args.spans, args.runs_per_request)
     n_spans = (args.spans // 25) * 25
     mib = sum(map(len, bodies)) / 2**20
@@ -160,7 +210,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
             [sys.executable, "-m", "watchdog", "run", "--port", "0", "--data-dir", tmp],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=ROOT,
         )
         assert proc.stdout is not None
         url = ""
@@ -176,8 +229,10 @@ def main() -> None:
             work.put(b)
         latencies: list[float] = []
         errors: list[int] = []
-        threads = [threading.Thread(target=client, args=(url, work, latencies, errors))
-                   for _ in range(args.clients)]
+        threads = [
+            threading.Thread(target=client, args=(url, work, latencies, errors))
+            for _ in range(args.clients)
+        ]
         print(f"sending with {args.clients} concurrent clients to {url} …", flush=True)
         t0 = time.perf_counter()
         for t in threads:
@@ -187,9 +242,20 @@ def main() -> None:
         elapsed = time.perf_counter() - t0
         rss = peak_rss_mib(proc.pid)
         con_check = subprocess.run(
-            [sys.executable, "-m", "watchdog", "sql", "SELECT count(*) FROM spans",
-             "--format", "csv", "--url", url],
-            capture_output=True, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "watchdog",
+                "sql",
+                "SELECT count(*) FROM spans",
+                "--format",
+                "csv",
+                "--url",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         stored = int(con_check.stdout.strip().splitlines()[-1])
         proc.terminate()
@@ -203,8 +269,10 @@ def main() -> None:
     print(f"spans sent & acknowledged : {n_spans:,} (stored: {stored:,})")
     print(f"elapsed                   : {elapsed:.2f} s")
     print(f"committed spans/s         : {n_spans / elapsed:,.0f}")
-    print(f"request latency p50 / p99 : {p50:.1f} ms / {p99:.1f} ms "
-          f"({len(latencies)} requests of {n_spans // len(latencies)} spans)")
+    print(
+        f"request latency p50 / p99 : {p50:.1f} ms / {p99:.1f} ms "
+        f"({len(latencies)} requests of {n_spans // len(latencies)} spans)"
+    )
     print(f"503 refusals (retried)    : {len(errors)}")
     print(f"daemon peak RSS           : {rss:.0f} MiB")
 

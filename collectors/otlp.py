@@ -218,7 +218,9 @@ def decode_request(req: ExportTraceServiceRequest, pricer: Pricer) -> DecodedReq
                 b.res_vals.extend(res_vals)
                 b.res_lens.append(len(res_keys))
                 b.attr_keys.extend(attrs)
-                b.attr_vals.extend([v if v.__class__ is str else to_text(v) for v in attrs.values()])
+                b.attr_vals.extend(
+                    [v if v.__class__ is str else to_text(v) for v in attrs.values()]
+                )
                 b.attr_lens.append(len(attrs))
                 b.events.append(events)
                 b.links.append(_links(span) if span.links else [])

@@ -155,8 +155,17 @@ class DaemonProcess:
         self.lines: list[str] = []
 
     def start(self, timeout_s: float = 30) -> DaemonProcess:
-        cmd = [sys.executable, "-m", "watchdog", "run", "--port", "0",
-               "--data-dir", str(self.data_dir), *self.extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "watchdog",
+            "run",
+            "--port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+            *self.extra,
+        ]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
         )

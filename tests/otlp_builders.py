@@ -122,8 +122,10 @@ def to_otlp_json(req: ExportTraceServiceRequest) -> dict[str, Any]:
                 )
             scopes.append({"scope": {"name": ss.scope.name}, "spans": spans})
         out["resourceSpans"].append(
-            {"resource": {"attributes": [_json_kv(kv) for kv in rs.resource.attributes]},
-             "scopeSpans": scopes}
+            {
+                "resource": {"attributes": [_json_kv(kv) for kv in rs.resource.attributes]},
+                "scopeSpans": scopes,
+            }
         )
     return out
 

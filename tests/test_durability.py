@@ -22,8 +22,9 @@ class Load:
         self.statuses: list[int] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(spans_per_request,))
-                         for _ in range(threads)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(spans_per_request,)) for _ in range(threads)
+        ]
 
     def _run(self, n: int) -> None:
         while not self._stop.is_set():
@@ -77,7 +78,9 @@ def test_kill9_mid_load_loses_no_acknowledged_span(tmp_path: Path) -> None:
     # The restarted daemon opens the same file (WAL replayed) and keeps serving.
     d2 = DaemonProcess(data).start()
     try:
-        status, _, _ = post(d2.url, make_request([make_span(attrs=llm_attrs())]).SerializeToString())
+        status, _, _ = post(
+            d2.url, make_request([make_span(attrs=llm_attrs())]).SerializeToString()
+        )
         assert status == 200
     finally:
         assert d2.terminate() == 0

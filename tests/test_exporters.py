@@ -20,8 +20,11 @@ def test_python_sdk_otlp_http_protobuf_exporter(daemon: DaemonThread) -> None:
     tracer = provider.get_tracer("tests")
     with tracer.start_as_current_span(
         "invoke_agent planner",
-        attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner",
-                    "gen_ai.conversation.id": "conv-7"},
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "planner",
+            "gen_ai.conversation.id": "conv-7",
+        },
     ) as root:
         with tracer.start_as_current_span(
             "chat claude",
@@ -38,9 +41,13 @@ def test_python_sdk_otlp_http_protobuf_exporter(daemon: DaemonThread) -> None:
             pass
         with tracer.start_as_current_span(
             "execute_tool web_search",
-            attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "web_search",
-                        "gen_ai.tool.call.arguments": '{"q": "duckdb"}',
-                        "gen_ai.agent.name": "planner", "gen_ai.conversation.id": "conv-7"},
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "web_search",
+                "gen_ai.tool.call.arguments": '{"q": "duckdb"}',
+                "gen_ai.agent.name": "planner",
+                "gen_ai.conversation.id": "conv-7",
+            },
         ) as tool:
             tool.set_status(Status(StatusCode.ERROR, "timeout"))
         trace_id = format(root.get_span_context().trace_id, "032x")
@@ -52,8 +59,28 @@ def test_python_sdk_otlp_http_protobuf_exporter(daemon: DaemonThread) -> None:
     )
     assert rows == [
         ("agent", "planner", "conv-7", None, None, None, None, False, "py-agent"),
-        ("llm", "planner", "conv-7", "claude-3-5-sonnet-20241022", 1500, None, None, False, "py-agent"),
-        ("tool", "planner", "conv-7", None, None, "web_search", '{"q": "duckdb"}', True, "py-agent"),
+        (
+            "llm",
+            "planner",
+            "conv-7",
+            "claude-3-5-sonnet-20241022",
+            1500,
+            None,
+            None,
+            False,
+            "py-agent",
+        ),
+        (
+            "tool",
+            "planner",
+            "conv-7",
+            None,
+            None,
+            "web_search",
+            '{"q": "duckdb"}',
+            True,
+            "py-agent",
+        ),
     ]
     spans = daemon.query(
         'SELECT "SpanName", "StatusCode", "StatusMessage", "ParentSpanId" <> \'\' FROM spans '
@@ -70,7 +97,10 @@ def test_node_sdk_otlp_http_json_exporter(daemon: DaemonThread) -> None:
         pytest.fail("run `npm ci --prefix tests/js` (scripts/test does it)")
     out = subprocess.run(
         ["node", str(JS_DIR / "send_spans.mjs"), daemon.url],
-        capture_output=True, text=True, timeout=60, cwd=Path(JS_DIR),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(JS_DIR),
     )
     assert out.returncode == 0, out.stderr
     trace_id = json.loads(out.stdout.strip().splitlines()[-1])["traceId"]

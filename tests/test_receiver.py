@@ -69,8 +69,16 @@ def test_gzip_bodies_are_accepted(daemon: DaemonThread) -> None:
         ("application/x-protobuf", b"not gzip at all", "gzip", 400),
         ("application/x-protobuf", b"", "br", 400),
     ],
-    ids=["text", "grpc", "garbage-pb", "truncated-pb", "garbage-json", "json-array", "bad-gzip",
-         "unknown-encoding"],
+    ids=[
+        "text",
+        "grpc",
+        "garbage-pb",
+        "truncated-pb",
+        "garbage-json",
+        "json-array",
+        "bad-gzip",
+        "unknown-encoding",
+    ],
 )
 def test_bad_requests_get_clear_errors(
     daemon: DaemonThread, content_type: str, body: bytes | None, encoding: str | None, status: int
@@ -159,7 +167,9 @@ def test_full_queue_answers_503_with_retry_after(daemon_factory) -> None:  # typ
             break
         threading.Event().wait(0.01)
     assert d.d.queue.depth == 8
-    status, body, headers = post(d.url, make_request([make_span() for _ in range(5)]).SerializeToString())
+    status, body, headers = post(
+        d.url, make_request([make_span() for _ in range(5)]).SerializeToString()
+    )
     assert status == 503
     assert headers["Retry-After"] == "1"
     assert "full" in status_pb2.Status.FromString(body).message

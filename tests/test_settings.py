@@ -58,20 +58,33 @@ def test_check_config_cli(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WATCHDOG_")}
     good = tmp_path / "good.yaml"
     good.write_text("server:\n  port: 4400\n")
-    out = subprocess.run([sys.executable, "-m", "watchdog", "check-config", "--config", str(good)],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "watchdog", "check-config", "--config", str(good)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "config ok" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("server:\n  port: -1\n")
-    out = subprocess.run([sys.executable, "-m", "watchdog", "check-config", "--config", str(bad)],
-                         capture_output=True, text=True, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "watchdog", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "server.port" in out.stderr
     assert "Traceback" not in out.stderr
     out = subprocess.run(
         [sys.executable, "-m", "watchdog", "check-config", "--config", str(tmp_path / "nope.yaml")],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "not found" in out.stderr

@@ -74,7 +74,8 @@ def test_select_answers_the_envelope(loaded: DaemonThread) -> None:
 
 def test_map_and_timestamp_columns_serialize(loaded: DaemonThread) -> None:
     status, body = http_json(
-        "POST", loaded.url + "/api/sql",
+        "POST",
+        loaded.url + "/api/sql",
         {"sql": 'SELECT "Timestamp", "SpanAttributes", "Events" FROM spans LIMIT 1'},
     )
     assert status == 200, body
@@ -122,13 +123,20 @@ def test_api_token_is_required_when_configured(daemon_factory) -> None:  # type:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "watchdog", "sql", *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
 def test_cli_sql_through_a_running_daemon(loaded: DaemonThread) -> None:
-    out = _cli("SELECT model, input_tokens FROM steps ORDER BY input_tokens LIMIT 2",
-               "--format", "json", "--url", loaded.url)
+    out = _cli(
+        "SELECT model, input_tokens FROM steps ORDER BY input_tokens LIMIT 2",
+        "--format",
+        "json",
+        "--url",
+        loaded.url,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [
         {"model": "gpt-4o", "input_tokens": 100},
@@ -144,18 +152,31 @@ def test_cli_sql_through_a_running_daemon(loaded: DaemonThread) -> None:
 
 
 def test_cli_sql_opens_the_data_dir_read_only_when_no_daemon_runs(
-    daemon_factory, tmp_path: Path  # type: ignore[no-untyped-def]
+    daemon_factory,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     data = tmp_path / "offline"
     d = daemon_factory(data_dir=data)
     post(d.url, make_request([make_span(attrs=llm_attrs())]).SerializeToString())
     d.stop()
-    out = _cli("SELECT count(*) AS n FROM steps", "--format", "csv", "--data-dir", str(data),
-               "--config", str(_config_with_dead_port(tmp_path)))
+    out = _cli(
+        "SELECT count(*) AS n FROM steps",
+        "--format",
+        "csv",
+        "--data-dir",
+        str(data),
+        "--config",
+        str(_config_with_dead_port(tmp_path)),
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines() == ["n", "1"]
-    out = _cli("SELECT * FROM read_csv('/etc/passwd')", "--data-dir", str(data),
-               "--config", str(_config_with_dead_port(tmp_path)))
+    out = _cli(
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "--data-dir",
+        str(data),
+        "--config",
+        str(_config_with_dead_port(tmp_path)),
+    )
     assert out.returncode == 1
     assert "read_csv" in out.stderr
 

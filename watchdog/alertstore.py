@@ -189,7 +189,9 @@ class AlertStore:
     async def get(self, alert_id: str) -> Alert | None:
         """Read one alert by id."""
         rows = await self._store.read(
-            lambda cur: cur.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", [alert_id]).fetchall()
+            lambda cur: cur.execute(
+                f"SELECT {_COLUMNS} FROM alerts WHERE id = ?", [alert_id]
+            ).fetchall()
         )
         return _row_to_alert(rows[0]) if rows else None
 
@@ -210,9 +212,23 @@ def _apply(cur: duckdb.DuckDBPyConnection, writes: list[tuple[str, Alert]]) -> N
         if op == "insert":
             cur.execute(
                 f"INSERT INTO alerts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [a.id, a.created_at, a.updated_at, a.detector, a.rule, a.severity,
-                 a.service_name, a.agent_name, a.session_id, a.trace_id, a.summary, evidence,
-                 a.state, a.fingerprint, a.resolved_at],
+                [
+                    a.id,
+                    a.created_at,
+                    a.updated_at,
+                    a.detector,
+                    a.rule,
+                    a.severity,
+                    a.service_name,
+                    a.agent_name,
+                    a.session_id,
+                    a.trace_id,
+                    a.summary,
+                    evidence,
+                    a.state,
+                    a.fingerprint,
+                    a.resolved_at,
+                ],
             )
         else:
             cur.execute(

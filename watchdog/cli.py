@@ -63,8 +63,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from watchdog.registry import validate_config
 
     validate_config(settings)
-    print(f"config ok (data dir {settings.storage.data_dir}, listener "
-          f"{settings.server.host}:{settings.server.port})")
+    print(
+        f"config ok (data dir {settings.storage.data_dir}, listener "
+        f"{settings.server.host}:{settings.server.port})"
+    )
     return 0
 
 
@@ -84,7 +86,9 @@ def api_call(
     Raises ConnectionError when nothing listens; the daemon's JSON errors are returned.
     """
     data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(url.rstrip("/") + path, data=data, method="POST" if data else "GET")
+    req = urllib.request.Request(
+        url.rstrip("/") + path, data=data, method="POST" if data else "GET"
+    )
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
@@ -111,7 +115,9 @@ def _sql_local(settings: Settings, sql: str) -> dict[str, Any]:
     try:
         store.open()
         res = run_guarded(
-            store.con.cursor(), sql, time_limit_ms=settings.sql.time_limit_ms,
+            store.con.cursor(),
+            sql,
+            time_limit_ms=settings.sql.time_limit_ms,
             max_rows=settings.sql.max_rows,
         )
     except QueryRejected as err:
@@ -134,8 +140,12 @@ def format_result(result: dict[str, Any], fmt: str) -> str:
         w = csv.writer(buf)
         w.writerow(columns)
         for r in rows:
-            w.writerow(["" if v is None else (json.dumps(v) if isinstance(v, dict | list) else v)
-                        for v in r])
+            w.writerow(
+                [
+                    "" if v is None else (json.dumps(v) if isinstance(v, dict | list) else v)
+                    for v in r
+                ]
+            )
         return buf.getvalue().rstrip("\n")
 
     def cell(v: Any) -> str:
@@ -150,8 +160,10 @@ def format_result(result: dict[str, Any], fmt: str) -> str:
     line = lambda vals: " | ".join(v[:60].ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
     out = [line(columns), "-+-".join("-" * w for w in widths)]
     out += [line(r) for r in text]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
-               f"{', truncated' if result.get('truncated') else ''})")
+    out.append(
+        f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
+        f"{', truncated' if result.get('truncated') else ''})"
+    )
     return "\n".join(out)
 
 

@@ -96,7 +96,7 @@ async def api_sql(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return json_response({"ok": False, "error": "body must be JSON {\"sql\": \"…\"}"}, 400)
+        return json_response({"ok": False, "error": 'body must be JSON {"sql": "…"}'}, 400)
     sql = body.get("sql") if isinstance(body, dict) else None
     if not isinstance(sql, str):
         return json_response({"ok": False, "error": "field 'sql' (string) is required"}, 400)
@@ -131,9 +131,7 @@ def build_app(daemon: Daemon) -> web.Application:
     token = daemon.settings.api_token
     app = web.Application(
         client_max_size=daemon.settings.server.max_body_bytes + 1024,
-        middlewares=[
-            auth_middleware(token.get_secret_value() if token else None, ("/api/",))
-        ],
+        middlewares=[auth_middleware(token.get_secret_value() if token else None, ("/api/",))],
         handler_args={"auto_decompress": False},
     )
     app[DAEMON_KEY] = daemon

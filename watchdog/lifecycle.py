@@ -43,7 +43,9 @@ class Supervisor:
         self.crashes: dict[str, int] = {}
         self.on_critical_crash: list[Any] = []
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str, critical: bool = False) -> asyncio.Task[Any]:
+    def spawn(
+        self, coro: Coroutine[Any, Any, Any], *, name: str, critical: bool = False
+    ) -> asyncio.Task[Any]:
         """Run `coro` as a named task; a crash is logged, counted and, if critical, stops the daemon."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)

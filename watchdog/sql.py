@@ -95,7 +95,9 @@ def check_sql(con: duckdb.DuckDBPyConnection, sql: str) -> None:
         if ntype == "TABLE_FUNCTION":
             fn = (node.get("function") or {}).get("function_name", "").lower()
             if fn not in ALLOWED_TABLE_FUNCTIONS:
-                raise QueryRejected(f"table function {fn}() is not allowed (no file or network access)")
+                raise QueryRejected(
+                    f"table function {fn}() is not allowed (no file or network access)"
+                )
         elif ntype == "FUNCTION" and node.get("class") == "FUNCTION":
             fn = str(node.get("function_name", "")).lower()
             if fn in DENIED_FUNCTIONS:

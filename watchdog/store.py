@@ -31,7 +31,12 @@ T = TypeVar("T")
 _MAP = pa.map_(pa.string(), pa.string())
 _EVENT = pa.struct([("Timestamp", pa.timestamp("ns")), ("Name", pa.string()), ("Attributes", _MAP)])
 _LINK = pa.struct(
-    [("TraceId", pa.string()), ("SpanId", pa.string()), ("TraceState", pa.string()), ("Attributes", _MAP)]
+    [
+        ("TraceId", pa.string()),
+        ("SpanId", pa.string()),
+        ("TraceState", pa.string()),
+        ("Attributes", _MAP),
+    ]
 )
 
 # Step fields whose column name differs from the dataclass field.
@@ -201,7 +206,9 @@ class Store:
             con.execute("BEGIN")
             try:
                 con.execute(sql)
-                con.execute("INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name])
+                con.execute(
+                    "INSERT INTO schema_version (version, name) VALUES (?, ?)", [version, name]
+                )
                 con.execute("COMMIT")
             except duckdb.Error:
                 con.execute("ROLLBACK")

@@ -42,7 +42,8 @@ class Metrics:
             "watchdog_ingest_queue_spans", "Spans waiting in the ingest queue.", registry=r
         )
         self.queue_full = Counter(
-            "watchdog_ingest_queue_full_total", "Requests refused because the queue was full.",
+            "watchdog_ingest_queue_full_total",
+            "Requests refused because the queue was full.",
             registry=r,
         )
         self.commit_seconds = Histogram(
