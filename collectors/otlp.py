@@ -16,7 +16,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from collectors.normalize import normalize_span
 from watchdog.errors import PermanentError
@@ -53,7 +53,6 @@ def any_value(v: AnyValue) -> Any:
 
 def attributes(kvs: Any) -> dict[str, Any]:
     """Convert a repeated KeyValue field to a dict (last key wins)."""
-    kv: KeyValue
     return {kv.key: any_value(kv.value) for kv in kvs}
 
 

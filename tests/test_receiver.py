@@ -87,7 +87,7 @@ def test_bad_requests_get_clear_errors(
         full = make_request([make_span(attrs=llm_attrs()) for _ in range(5)]).SerializeToString()
         body = full[: len(full) - 7]
     headers = {"Content_Encoding": encoding} if encoding else {}
-    got, resp_body, resp_headers = post(daemon.url, body, content_type, **headers)
+    got, resp_body, _ = post(daemon.url, body, content_type, **headers)
     assert got == status
     if status == 400:
         if content_type == "application/json":
@@ -136,7 +136,7 @@ def test_oversize_body_and_gzip_bomb_get_413(daemon_factory) -> None:  # type: i
 
 
 def test_empty_request_succeeds(daemon: DaemonThread) -> None:
-    status, body, _ = post(daemon.url, b"")
+    status, _, _ = post(daemon.url, b"")
     assert status == 200
     assert post(daemon.url, b"{}", "application/json")[0] == 200
 

@@ -157,7 +157,10 @@ def format_result(result: dict[str, Any], fmt: str) -> str:
     widths = [len(c) for c in columns]
     for r in text:
         widths = [max(w, min(len(c), 60)) for w, c in zip(widths, r, strict=True)]
-    line = lambda vals: " | ".join(v[:60].ljust(w) for v, w in zip(vals, widths, strict=True))  # noqa: E731
+
+    def line(vals: list[str]) -> str:
+        return " | ".join(v[:60].ljust(w) for v, w in zip(vals, widths, strict=True))
+
     out = [line(columns), "-+-".join("-" * w for w in widths)]
     out += [line(r) for r in text]
     out.append(

@@ -24,6 +24,7 @@ from watchdog.pipeline import BatchWriter, IngestQueue
 from watchdog.pricing import Pricer
 from watchdog.settings import Settings
 from watchdog.store import Store
+from watchdog.verdicts import VerdictStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ class Daemon:
         self.queue = IngestQueue(settings.ingest.max_queued_spans, settings.ingest.retry_after_s)
         self.writer = BatchWriter(self.queue, self.store.write_spans, settings.ingest.max_batch_spans)
         self.alerts = AlertStore(self.store)
+        self.verdicts = VerdictStore(
+            self.store,
+            self.supervisor,
+            default_pause_ttl_s=settings.enforcement.pause_timeout_s,
+            default_deny_ttl_s=settings.enforcement.deny_ttl_s,
+        )
         self.app = build_app(self)
         self.components: list[Component] = []
         self.metric_registries: list[CollectorRegistry] = []
@@ -63,6 +70,7 @@ class Daemon:
 
         await asyncio.to_thread(self.store.open)
         await self.alerts.load()
+        await self.verdicts.load()  # sticky kills are served from the first request
         self._writer_task = self.supervisor.spawn(self.writer.run(), name="writer", critical=True)
         wire_components(self)
         for comp in self.components:
@@ -71,7 +79,7 @@ class Daemon:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.server.host, self.settings.server.port)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001 - bound port
+        sockets = getattr(site._server, "sockets", None) or []  # the bound port
         host, port = sockets[0].getsockname()[:2] if sockets else (self.settings.server.host, 0)
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"
