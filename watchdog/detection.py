@@ -130,15 +130,20 @@ def ladder_level(ladder: Ladder, value: float) -> Literal["warn", "pause", "kill
     return None
 
 
+# Stripped from arguments and results: identifiers of the call itself, never of its subject.
 DEFAULT_VOLATILE_KEYS: tuple[str, ...] = (
-    "id", "request_id", "requestid", "run_id", "runid", "message_id", "messageid",
+    "request_id", "requestid", "run_id", "runid", "message_id", "messageid",
     "trace_id", "traceid", "span_id", "spanid", "tool_call_id", "toolcallid", "call_id",
     "callid", "response_id", "responseid", "llm_response_id", "action_id", "event_id",
-    "idempotency_key", "idempotencykey", "nonce", "uuid", "correlation_id", "pid",
-    "timestamp", "ts", "time", "date", "datetime", "created", "created_at", "createdat",
-    "updated_at", "updatedat", "sent_at", "sentat", "received_at", "receivedat", "now",
+    "idempotency_key", "idempotencykey", "nonce", "correlation_id", "pid",
+)  # fmt: skip
+
+# Stripped from results only: clock readings and durations change on every call, but in
+# arguments a time or an id is usually what makes two calls different (a page, a window).
+DEFAULT_RESULT_VOLATILE_KEYS: tuple[str, ...] = (
+    "id", "uuid", "timestamp", "ts", "time", "date", "datetime", "created", "now",
     "duration", "duration_ms", "durationms", "elapsed", "elapsed_ms", "elapsedms",
-    "latency", "latency_ms", "took_ms", "etag", "cursor_expires_at", "expires_at",
+    "latency", "latency_ms", "took_ms", "etag",
 )  # fmt: skip
 
 DEFAULT_SIDE_EFFECT_VERBS: tuple[str, ...] = (
@@ -153,10 +158,9 @@ DEFAULT_READ_VERBS: tuple[str, ...] = (
     "describe", "view", "show", "count", "preview", "validate", "draft", "estimate",
 )  # fmt: skip
 
-DEFAULT_TARGET_KEYS: tuple[str, ...] = (
-    "to", "recipient", "recipients", "email", "phone", "channel", "user", "customer",
-    "customer_id", "account", "account_id", "iban", "path", "file", "file_path",
-    "filename", "url", "table", "key", "order_id", "invoice_id",
+DEFAULT_READ_NOUNS: tuple[str, ...] = (
+    "status", "state", "info", "details", "history", "list", "log", "logs", "count",
+    "preview", "draft", "drafts", "report", "summary", "progress", "result", "results",
 )  # fmt: skip
 
 
@@ -188,13 +192,26 @@ class LoopRules(_Strict):
         default_factory=lambda: list(DEFAULT_VOLATILE_KEYS),
         description="Argument/result keys stripped before fingerprinting (case-insensitive).",
     )
+    result_volatile_keys: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RESULT_VOLATILE_KEYS),
+        description="Further keys stripped from results only (clock readings, durations).",
+    )
+    result_volatile_suffixes: list[str] = Field(
+        default_factory=lambda: ["_at", "_ts", "_time", "timestamp"],
+        description="Result keys ending like this are stripped too (not argument keys: a "
+        "time window there is what makes a paginated call different).",
+    )
     side_effect_verbs: list[str] = Field(
         default_factory=lambda: list(DEFAULT_SIDE_EFFECT_VERBS),
         description="A tool whose name contains one of these words has side effects.",
     )
     read_verbs: list[str] = Field(
         default_factory=lambda: list(DEFAULT_READ_VERBS),
-        description="A tool whose name starts with one of these words is a read.",
+        description="A tool whose name starts with one of these words is a read (get_…).",
+    )
+    read_nouns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_READ_NOUNS),
+        description="A tool whose name ends with one of these words is a read (deploy_status).",
     )
     side_effect_tools: list[str] = Field(
         default_factory=list, description="Tools that have side effects whatever their name."
@@ -210,7 +227,14 @@ class LoopRules(_Strict):
         4096, ge=64, description="Arguments/results longer than this are hashed by prefix+suffix."
     )
 
-    @field_validator("volatile_keys", "side_effect_verbs", "read_verbs")
+    @field_validator(
+        "volatile_keys",
+        "result_volatile_keys",
+        "result_volatile_suffixes",
+        "side_effect_verbs",
+        "read_verbs",
+        "read_nouns",
+    )
     @classmethod
     def _lower(cls, v: list[str]) -> list[str]:
         return [s.lower() for s in v]
@@ -248,6 +272,9 @@ class SpendRules(_Strict):
     zscore: Ladder = _ladder(3.5, None, None)
     zscore_min_runs: int = Field(30, ge=5, description="Cold-start guard: runs of history needed.")
     zscore_history_days: int = Field(14, ge=1, le=365)
+    zscore_min_ratio: float = Field(
+        2.0, ge=1, description="Also require the run to cost this many times the median run."
+    )
     zscore_zero_mad_factor: float = Field(
         3.0, gt=1, description="When every run costs the same: anomalous above median × this."
     )
@@ -421,12 +448,16 @@ _ISO_TIME = re.compile(
 _LONG_HEX = re.compile(r"\b[0-9a-fA-F]{16,}\b")
 
 
-def _strip(value: Any, volatile: frozenset[str]) -> Any:
+def _strip(value: Any, volatile: frozenset[str], suffixes: tuple[str, ...], scrub: bool) -> Any:
     if isinstance(value, dict):
-        return {k: _strip(v, volatile) for k, v in value.items() if str(k).lower() not in volatile}
+        return {
+            k: _strip(v, volatile, suffixes, scrub)
+            for k, v in value.items()
+            if (key := str(k).lower()) not in volatile and not (suffixes and key.endswith(suffixes))
+        }
     if isinstance(value, list):
-        return [_strip(v, volatile) for v in value]
-    if isinstance(value, str):
+        return [_strip(v, volatile, suffixes, scrub) for v in value]
+    if scrub and isinstance(value, str):
         return _scrub_text(value)
     return value
 
@@ -442,11 +473,19 @@ def _scrub_text(text: str) -> str:
 
 
 def canonical_json(
-    text: str | None, volatile_keys: frozenset[str], max_chars: int = 4096
+    text: str | None,
+    volatile_keys: frozenset[str],
+    max_chars: int = 4096,
+    *,
+    volatile_suffixes: tuple[str, ...] = (),
+    scrub_text: bool = False,
 ) -> str | None:
-    """Canonical form of an argument/result text: sorted-key compact JSON without volatile keys.
+    """Return the canonical form of an argument/result text for fingerprinting.
 
-    Text that is not JSON has ids and timestamps replaced by placeholders. Long text is
+    JSON becomes sorted-key compact JSON without `volatile_keys` (and keys ending in one
+    of `volatile_suffixes`). With `scrub_text`, ids and timestamps inside strings are
+    replaced by placeholders (right for results; arguments keep them, since a time
+    window or an id there is what makes a paginated call different). Long text is
     reduced to a stable prefix and suffix so a huge observation hashes cheaply.
     """
     if text is None:
@@ -459,14 +498,14 @@ def canonical_json(
             pass
         else:
             out = json.dumps(
-                _strip(value, volatile_keys),
+                _strip(value, volatile_keys, volatile_suffixes, scrub_text),
                 sort_keys=True,
                 separators=(",", ":"),
                 ensure_ascii=False,
                 default=str,
             )
             return _clip_middle(out, max_chars)
-    return _clip_middle(_scrub_text(stripped), max_chars)
+    return _clip_middle(_scrub_text(stripped) if scrub_text else stripped, max_chars)
 
 
 def _clip_middle(text: str, max_chars: int) -> str:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from collectors.otlp_http import OtlpHttpCollector
 from detectors.engine import DetectorEngine
+from detectors.loop import LoopDetector
+from detectors.spend import SpendDetector
 from watchdog.pricing import Pricer
 from watchdog.settings import Settings
 
@@ -35,6 +37,9 @@ def wire_components(daemon: Daemon) -> None:
         engine = DetectorEngine(
             settings.detectors, daemon.store, daemon.alerts.record, daemon.supervisor
         )
+        every_s = settings.detectors.baseline_interval_s
+        engine.add(LoopDetector(settings.detectors.loop, every_s))
+        engine.add(SpendDetector(settings.budgets, settings.detectors.spend, every_s))
         daemon.writer.subscribe(engine.on_commit)
         daemon.metric_registries.append(engine.metrics.registry)
         daemon.services["detectors"] = engine

@@ -48,8 +48,10 @@ class AgentSim:
     provider_name: str = "openai"
     clock_ns: int | None = None
     step_ns: int = 200_000_000
+    capture_content: bool = True
     history: list[dict[str, Any]] = field(default_factory=list)
     _root: Span | None = None
+    _trace_id: str = ""
 
     def __post_init__(self) -> None:
         self.tracer = self.provider.get_tracer("watchdog-corpus")
@@ -82,6 +84,7 @@ class AgentSim:
             attributes={**self._common(), "gen_ai.operation.name": "invoke_agent"},
         )
         self._root = root
+        self._trace_id = format(root.get_span_context().trace_id, "032x")
         self.history = [{"role": "user", "content": task}]
         try:
             yield self
@@ -92,9 +95,8 @@ class AgentSim:
 
     @property
     def trace_id(self) -> str:
-        """Hex trace id of the current run."""
-        assert self._root is not None
-        return format(self._root.get_span_context().trace_id, "032x")
+        """Hex trace id of the current (or last) run."""
+        return self._trace_id
 
     def user(self, text: str) -> None:
         """A person adds a message to the conversation (the next chat sees it)."""
@@ -142,14 +144,15 @@ class AgentSim:
             "gen_ai.response.model": model,
             "gen_ai.usage.input_tokens": input_tokens,
             "gen_ai.usage.output_tokens": output_tokens,
-            "gen_ai.input.messages": json.dumps(
+        }
+        if self.capture_content:
+            attrs["gen_ai.input.messages"] = json.dumps(
                 [
                     {"role": m["role"], "parts": [{"type": "text", "content": m["content"]}]}
                     for m in self.history
                 ]
-            ),
-            "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": parts}]),
-        }
+            )
+            attrs["gen_ai.output.messages"] = json.dumps([{"role": "assistant", "parts": parts}])
         if cost_usd is not None:
             attrs["gen_ai.usage.cost"] = cost_usd
         span, end = self._child(f"chat {model}", attrs)
@@ -164,8 +167,11 @@ class AgentSim:
             "gen_ai.tool.name": name,
             "gen_ai.tool.call.id": new_id("call"),
             "gen_ai.tool.call.arguments": args if isinstance(args, str) else json.dumps(args),
-            "gen_ai.tool.call.result": result if isinstance(result, str) else json.dumps(result),
         }
+        if result is not None:
+            attrs["gen_ai.tool.call.result"] = (
+                result if isinstance(result, str) else json.dumps(result)
+            )
         if error:
             attrs["error.type"] = "ToolError"
         span, end = self._child(f"execute_tool {name}", attrs)
