@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from collectors.otlp_http import OtlpHttpCollector
+from dashboards.app import DashboardApp
 from detectors.engine import DetectorEngine
 from detectors.loop import LoopDetector
 from detectors.spend import SpendDetector
@@ -44,6 +45,14 @@ def wire_components(daemon: Daemon) -> None:
         daemon.metric_registries.append(engine.metrics.registry)
         daemon.services["detectors"] = engine
         daemon.components.append(engine)
+
+    # -- dashboard (issue 7): pages at /, JSON under /api/dashboard/, agent metrics ---------
+    if settings.dashboard.enabled:
+        dashboard = DashboardApp(daemon)
+        dashboard.add_routes(daemon.app)
+        daemon.metric_registries.append(dashboard.metric_registry)
+        daemon.services["dashboard"] = dashboard
+        daemon.components.append(dashboard)
 
 
 def validate_config(settings: Settings) -> None:

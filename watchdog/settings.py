@@ -148,6 +148,25 @@ class SlackSettings(Section):
     )
 
 
+class DashboardSettings(Section):
+    """The web dashboard, its JSON API and its Prometheus metrics."""
+
+    enabled: bool = Field(True, description="Serve the dashboard pages at / and /api/dashboard/.")
+    active_run_window_s: int = Field(
+        900, gt=0, description="A run is active when it had a step within this many seconds."
+    )
+    max_runs: int = Field(500, gt=0, le=10_000, description="Most runs one runs-list answer holds.")
+    metrics_refresh_s: float = Field(
+        15.0, gt=0, description="How often the spend/alert/verdict metrics are recomputed."
+    )
+    stream_min_interval_ms: int = Field(
+        500, ge=50, description="Least time between two live-update events to one page."
+    )
+    stream_keepalive_s: float = Field(
+        15.0, gt=0, description="Idle time after which the live-update stream sends a keep-alive."
+    )
+
+
 class Settings(BaseSettings):
     """The root of every watchdog setting."""
 
@@ -170,6 +189,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)  # type: ignore[arg-type]
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)  # type: ignore[arg-type]
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)  # type: ignore[arg-type]
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
