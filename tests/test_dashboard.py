@@ -7,6 +7,7 @@ figures are computed here from what was sent, with genai-prices called directly.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.request
@@ -21,7 +22,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from dashboards.app import DashboardApp
 from dashboards.queries import load_queries, parse_query
-from tests.conftest import DaemonThread, http_json, otel_provider
+from tests.conftest import ROOT, DaemonThread, http_json, otel_provider
 from watchdog.errors import ConfigError
 from watchdog.model import Finding
 
@@ -735,3 +736,32 @@ async def test_component_stop_is_safe_before_start_and_twice(daemon: DaemonThrea
     await comp.stop()
     await comp.stop()
     assert comp.feed.closed
+
+
+def test_grafana_dashboard_only_uses_metrics_the_daemon_exposes(
+    dash: tuple[DaemonThread, Scenario],
+) -> None:
+    d, _ = dash
+    d.call(d.d.verdicts.set(("agent", "writer"), "pause", actor="cli", reason="x"))
+    d.settle()
+    status, _ = http_json("POST", d.url + "/api/sql", {"sql": "SELECT 1"})  # one SQL sample
+    assert status == 200
+    exposed = {name.split("{")[0] for name in metric_lines(d)}
+    board = json.loads((ROOT / "dashboards" / "grafana" / "watchdog.json").read_text())
+    assert {v["name"] for v in board["templating"]["list"]} == {"datasource", "agent"}
+    used: set[str] = set()
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert len(panels) >= 10
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in panels:
+        assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, p["title"]
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            used |= set(re.findall(r"\bwatchdog_[a-z_]+", t["expr"]))
+    assert used - exposed == set()
+    assert {
+        "watchdog_agent_spend_usd_total",
+        "watchdog_alerts_firing",
+        "watchdog_verdicts_active",
+    } <= used
