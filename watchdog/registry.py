@@ -46,6 +46,9 @@ def wire_components(daemon: Daemon) -> None:
         daemon.services["detectors"] = engine
         daemon.components.append(engine)
 
+    # -- enforcement (issue 5): verdict store (built in Daemon.__init__, loaded in start) --
+    daemon.components.append(daemon.verdicts)
+
     # -- dashboard (issue 7): pages at /, JSON under /api/dashboard/, agent metrics ---------
     if settings.dashboard.enabled:
         dashboard = DashboardApp(daemon)

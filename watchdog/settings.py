@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import contextvars
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -133,6 +141,126 @@ class BudgetSettings(BudgetCaps):
         return self.agents.get(agent, self)
 
 
+class HoldRule(Section):
+    """Hold a matching tool call for a person to cancel before it runs."""
+
+    tool: str = Field(..., min_length=1, description="Glob over the tool name (fnmatch).")
+    agent: str = Field("*", description="Glob over the agent name.")
+    args: dict[str, str] = Field(
+        default_factory=dict,
+        description="Argument name → glob over its value's text; every one must match.",
+    )
+    delay_s: float | None = Field(
+        None, gt=0, description="Hold window; default enforcement.hold_delay_s."
+    )
+
+
+PolicyAction = Literal["none", "warn", "pause", "deny", "kill"]
+_DEFAULT_SEVERITY_ACTIONS: dict[Literal["info", "warn", "pause", "kill"], PolicyAction] = {
+    "info": "none",
+    "warn": "warn",
+    "pause": "pause",
+    "kill": "kill",
+}
+
+
+class PolicyRule(Section):
+    """How alerts of one detector rule become verdicts (overrides the severity default)."""
+
+    action: PolicyAction | None = Field(
+        None, description="Verdict to set; none = the severity default."
+    )
+    dry_run: bool = Field(False, description="Audit what would be set, set nothing.")
+    scope: Literal["auto", "agent", "session", "trace"] | None = Field(
+        None, description="Scope the verdict applies to; none = the policy's scope."
+    )
+    ttl_s: float | None = Field(None, gt=0, description="Expiry of pause/deny/warn verdicts.")
+
+
+class PolicySettings(Section):
+    """Alerts → verdicts. Default: info → none, warn → warn, pause → pause, kill → kill."""
+
+    severity_actions: dict[Literal["info", "warn", "pause", "kill"], PolicyAction] = Field(
+        default_factory=lambda: dict(_DEFAULT_SEVERITY_ACTIONS),
+        description="Verdict per alert severity (severities left out keep the default).",
+    )
+    scope: Literal["auto", "agent", "session", "trace"] = Field(
+        "auto", description="auto = the alert's session, else its trace, else its agent."
+    )
+    dry_run: bool = Field(False, description="Audit every verdict the policy would set, set none.")
+    rules: dict[str, PolicyRule] = Field(
+        default_factory=dict,
+        description="Per-rule overrides keyed by `detector.rule` or by `rule` alone.",
+    )
+
+
+class WebhookSettings(Section):
+    """Signed JSON POST to the agent's control URL on every verdict change."""
+
+    url: str | None = Field(None, description="Control URL for every agent (none: off).")
+    agents: dict[str, str] = Field(
+        default_factory=dict, description="Per-agent control URLs (override `url`)."
+    )
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the signature.")
+    timeout_s: float = Field(2.0, gt=0, description="Deadline of one delivery attempt.")
+    max_attempts: int = Field(6, ge=1, le=20, description="Attempts before giving up.")
+    backoff_initial_s: float = Field(0.5, gt=0, description="First retry delay (doubles).")
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay.")
+    queue_size: int = Field(1000, gt=0, description="Deliveries waiting before new ones drop.")
+
+    @model_validator(mode="after")
+    def _secret_with_url(self) -> WebhookSettings:
+        if (self.url or self.agents) and self.secret is None:
+            raise ValueError("secret is required when a control URL is set")
+        return self
+
+
+class SignalActuatorSettings(Section):
+    """Last-resort OS signals to an agent process (same PID namespace); off by default."""
+
+    enabled: bool = Field(False, description="Send signals at all.")
+    pid: int | None = Field(None, gt=1, description="Process id to signal.")
+    pid_file: Path | None = Field(None, description="File holding the pid (read per signal).")
+    agents: list[str] = Field(
+        default_factory=list, description="Only verdicts on these agents (empty: any scope)."
+    )
+    kill_signal: Literal["SIGTERM", "SIGKILL", "SIGINT"] = Field(
+        "SIGTERM", description="Sent on kill."
+    )
+    pause_signal: Literal["SIGSTOP", "none"] = Field("SIGSTOP", description="Sent on pause.")
+
+    @model_validator(mode="after")
+    def _target_when_enabled(self) -> SignalActuatorSettings:
+        if self.enabled and self.pid is None and self.pid_file is None:
+            raise ValueError("enabled needs pid or pid_file")
+        return self
+
+
+class EnforcementSettings(Section):
+    """Verdict policy, guard checks, held actions and push actuators."""
+
+    risky_tools: list[str] = Field(
+        default_factory=list,
+        description="Tool-name globs that are held and fail closed when watchdog is down.",
+    )
+    hold_delay_s: float = Field(30.0, gt=0, le=86_400, description="Default hold window.")
+    hold_rules: list[HoldRule] = Field(default_factory=list, description="Extra hold rules.")
+    pause_timeout_s: float = Field(
+        3600.0, gt=0, description="A pause without its own ttl ends after this long."
+    )
+    deny_ttl_s: float = Field(300.0, gt=0, description="A deny without its own ttl ends after this long.")
+    reservation_ttl_s: float = Field(
+        300.0, gt=0, description="A budget reservation no span settled is released after this long."
+    )
+    stream_queue_size: int = Field(
+        256, gt=0, description="Verdict events buffered per SSE client before it is dropped."
+    )
+    stream_keepalive_s: float = Field(15.0, gt=0, description="SSE keep-alive comment interval.")
+    policy: PolicySettings = Field(default_factory=PolicySettings)  # type: ignore[arg-type]
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)  # type: ignore[arg-type]
+    signal: SignalActuatorSettings = Field(default_factory=SignalActuatorSettings)  # type: ignore[arg-type]
+
+
 class SlackSettings(Section):
     """Slack app credentials and who may act from Slack."""
 
@@ -188,6 +316,7 @@ class Settings(BaseSettings):
     prices: PriceSettings = Field(default_factory=PriceSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)  # type: ignore[arg-type]
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)  # type: ignore[arg-type]
+    enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)  # type: ignore[arg-type]
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)  # type: ignore[arg-type]
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)  # type: ignore[arg-type]
 
