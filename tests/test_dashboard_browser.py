@@ -135,9 +135,13 @@ def test_overview_renders_spend_runs_alerts(ui: UI, dash: tuple[DaemonThread, Sc
         assert float(bar.get_attribute("data-value") or "nan") == pytest.approx(usd)
     by_model = sc.spend_by(lambda a, c: c.model)
     calls_by_model = sc.calls_by(lambda a, c: c.model)
+    priced_models = {c.model for _, c in sc.llm if price(c) is not None}
     for model, usd in by_model.items():
         row = page.locator(f"[data-testid=model-row][data-model='{model}']")
-        expect(row.locator("td").nth(1)).to_have_text(fmt_usd(usd))
+        # a model with no known price reads "unpriced", never "$0"
+        expect(row.locator("td").nth(1)).to_have_text(
+            fmt_usd(usd) if model in priced_models else "unpriced"
+        )
         expect(row.locator("td").nth(2)).to_have_text(str(calls_by_model[model]))
     # the unpriced model is counted, not priced
     expect(
@@ -152,7 +156,6 @@ def test_overview_renders_spend_runs_alerts(ui: UI, dash: tuple[DaemonThread, Sc
             fmt_usd(usd)
         )
     page.get_by_test_id("split").locator("button[data-value=model]").click()
-    priced_models = {c.model for _, c in sc.llm if price(c) is not None}
     expect(page.get_by_test_id("timeline").locator("[data-series]")).to_have_count(
         len(priced_models)
     )

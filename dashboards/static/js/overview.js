@@ -39,7 +39,7 @@ replace(
     "section",
     { class: "grid two" },
     h("div", { class: "panel" }, h("h2", {}, "Open alerts ", h("a", { href: "/alerts", class: "muted" }, "all alerts →")), el.alerts),
-    h("div", { class: "panel" }, h("h2", {}, "Killed and paused"), el.verdicts),
+    h("div", { class: "panel" }, h("h2", {}, "Killed, paused and other verdicts"), el.verdicts),
   ),
 );
 
@@ -91,7 +91,7 @@ function render(o) {
     table(
       [
         { key: "agent", label: "Agent" },
-        { label: "Spend", num: true, render: (a) => fmtUsd(a.usd) },
+        { label: "Spend", num: true, render: (a) => (a.unpriced_calls === a.calls ? h("span", { class: "muted" }, "unpriced") : fmtUsd(a.usd)) },
         { label: "Calls", num: true, render: (a) => fmtInt(a.calls) },
         { label: "Tokens in / out", num: true, render: (a) => `${fmtInt(a.input_tokens)} / ${fmtInt(a.output_tokens)}` },
       ],
@@ -101,11 +101,11 @@ function render(o) {
   );
   replace(
     el.byModel,
-    barsH(t.by_model.map((m, i) => ({ label: m.model, value: m.usd, color: PALETTE[i % PALETTE.length], attrs: { "data-testid": "model-spend", "data-model": m.model, "data-value": m.usd } }))),
+    barsH(t.by_model.filter((m) => m.unpriced_calls < m.calls).map((m, i) => ({ label: m.model, value: m.usd, color: PALETTE[i % PALETTE.length], attrs: { "data-testid": "model-spend", "data-model": m.model, "data-value": m.usd } }))),
     table(
       [
         { key: "model", label: "Model" },
-        { label: "Spend", num: true, render: (m) => fmtUsd(m.usd) },
+        { label: "Spend", num: true, render: (m) => (m.unpriced_calls === m.calls ? h("span", { class: "muted", title: "no known price: add it to the prices override file" }, "unpriced") : fmtUsd(m.usd)) },
         { label: "Calls", num: true, render: (m) => fmtInt(m.calls) },
         { label: "Unpriced", num: true, render: (m) => fmtInt(m.unpriced_calls) },
       ],

@@ -22,7 +22,7 @@ replace(
     h("aside", { class: "panel" }, h("h2", {}, "Saved queries"), canned),
     h(
       "section",
-      {},
+      { class: "stack" },
       h("div", { class: "panel" }, editor, h("div", { class: "row" }, runButton, csvButton, meta)),
       h("div", { class: "panel" }, output),
     ),
