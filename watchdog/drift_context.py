@@ -130,6 +130,12 @@ class DriftRules(_Strict):
     off_task_quantile: float = Field(
         0.05, gt=0, lt=0.5, description="A step is off task below this quantile of its history."
     )
+    off_task_margin: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="A step is off task only below this fraction of its quantile (clearly unrelated).",
+    )
     off_task_floor: float = Field(
         0.05, ge=0, le=1, description="Quantiles below this carry no information and are skipped."
     )
@@ -198,11 +204,11 @@ class ContextRules(_Strict):
     empty_lookback_steps: int = Field(
         3, ge=1, le=20, description="Tool calls after the empty look-up that still count."
     )
-    empty_max_rate: float = Field(
-        0.1,
-        ge=0,
-        le=1,
-        description="Tools empty this often in history are normally empty: skipped.",
+    empty_routine_runs: int = Field(
+        2,
+        ge=1,
+        description="A look-up → action pair after an empty result seen in this many normal "
+        "runs is routine (a 'not found' reply): not reported.",
     )
     fan_out_factor: float = Field(
         2.0, gt=1, description="Fan-out fires above the largest value seen × this factor."

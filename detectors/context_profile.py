@@ -1,0 +1,427 @@
+"""Per-field profiles of tool arguments and results, learned per agent and tool (TFDV-style).
+
+A profile is keyed by (agent, tool, side, JSON path), where side is `args` or `result` and
+the path uses `[*]` for list elements (`$.items[*].price`). It remembers the JSON types
+seen, numeric range and sign, string categories and value shapes, all in bounded memory.
+`FieldProfile.check(value)` says what is unusual about a new value *before* it is learned;
+`FieldProfile.learn(value)` folds it in. Callers learn only from runs that raised nothing,
+so an anomaly never teaches the profile that it is normal.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Final, Generic, Literal, TypeVar
+
+AnomalyKind = Literal["type", "range", "sign", "zero", "category", "shape"]
+
+_MAX_LEAVES: Final = 200  # per document: a 500-row result is profiled by its first rows
+_MAX_DEPTH: Final = 8
+
+
+def json_type(value: Any) -> str:
+    """Return the JSON type name of a decoded value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def iter_leaves(value: Any, path: str = "$") -> Iterator[tuple[str, Any]]:
+    """Yield (path, leaf) for scalar leaves (and empty containers), bounded in count and depth."""
+    count = 0
+    stack: list[tuple[str, Any, int]] = [(path, value, 0)]
+    while stack and count < _MAX_LEAVES:
+        p, v, depth = stack.pop()
+        if isinstance(v, dict) and v and depth < _MAX_DEPTH:
+            for k in reversed(list(v)[:100]):
+                stack.append((f"{p}.{k}", v[k], depth + 1))
+        elif isinstance(v, list) and v and depth < _MAX_DEPTH:
+            for item in reversed(v[:50]):
+                stack.append((f"{p}[*]", item, depth + 1))
+        else:
+            count += 1
+            yield p, v
+
+
+_SHAPE_CLASSES: Final = [
+    (re.compile(r"[A-Z]+"), "A"),
+    (re.compile(r"[a-z]+"), "a"),
+    (re.compile(r"[0-9]+"), "9"),
+    (re.compile(r"\s+"), " "),
+]
+_SHAPE_RUN: Final = re.compile(r"[A-Z]+[a-z]+|[A-Z]+|[a-z]+|[0-9]+|\s+|.", re.S)
+
+
+def value_shape(text: str) -> str:
+    """Return the coarse shape of a string: `Mary` → `Aa`, `Smith-Jones` → `Aa-Aa`, `ORD-1234` → `A-9`.
+
+    Letters collapse to `Aa`/`A`/`a`, digits to `9`, whitespace to one space; punctuation
+    is kept, so a hyphen, an `@` or a sign is what makes a shape new. Cut to 24 symbols.
+    """
+    out: list[str] = []
+    for token in _SHAPE_RUN.findall(text[:200]):
+        if token[0].isupper() and len(token) > 1 and token[1:].islower():
+            sym = "Aa"
+        elif token.isupper() and token.isalpha():
+            sym = "A"
+        elif token.islower() and token.isalpha():
+            sym = "a"
+        elif token.isdigit():
+            sym = "9"
+        elif token.isspace():
+            sym = " "
+        else:
+            sym = token
+        if not out or out[-1] != sym:
+            out.append(sym)
+    return "".join(out)[:24]
+
+
+def is_identifier_like(text: str) -> bool:
+    """Return True for short codes, names and enum values (what category/shape checks are for).
+
+    At most two words (`Mary-Jane Smith`). Free text (sentences, search queries) and
+    URLs change shape all the time;
+    judging them would only produce noise.
+    """
+    return len(text) <= 64 and text.count(" ") <= 1 and "://" not in text
+
+
+class Reservoir:
+    """The last `capacity` numbers, with quantiles from a cached sorted copy."""
+
+    __slots__ = ("_sorted", "_values")
+
+    def __init__(self, capacity: int = 1000) -> None:
+        self._values: deque[float] = deque(maxlen=capacity)
+        self._sorted: list[float] | None = None
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def add(self, value: float) -> None:
+        """Remember `value`, forgetting the oldest beyond capacity."""
+        self._values.append(value)
+        self._sorted = None
+
+    def quantile(self, q: float) -> float:
+        """Return the `q` quantile (nearest rank) of the remembered values; NaN when empty."""
+        if not self._values:
+            return math.nan
+        if self._sorted is None:
+            self._sorted = sorted(self._values)
+        idx = min(len(self._sorted) - 1, max(0, math.ceil(q * len(self._sorted)) - 1))
+        return self._sorted[idx]
+
+    def rank(self, value: float) -> float:
+        """Fraction of remembered values strictly below `value`."""
+        if not self._values:
+            return math.nan
+        if self._sorted is None:
+            self._sorted = sorted(self._values)
+        return bisect_left(self._sorted, value) / len(self._sorted)
+
+    @property
+    def max(self) -> float:
+        """The largest remembered value (NaN when empty)."""
+        return self.quantile(1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileThresholds:
+    """When a profile has seen enough to judge, and how far is too far."""
+
+    min_values_range: int = 200
+    min_values_sign: int = 30
+    min_values_category: int = 50
+    max_categories: int = 50
+    min_values_shape: int = 30
+    max_shapes: int = 10
+    max_new_rate: float = 0.01
+    range_margin: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """What is unusual about one value of one field, with the profile facts that say so."""
+
+    kind: AnomalyKind
+    path: str
+    value: Any
+    detail: str
+    evidence: dict[str, Any]
+
+
+_MAX_TRACKED: Final = 256
+
+
+class FieldProfile:
+    """What one field of one tool of one agent has looked like so far (bounded memory)."""
+
+    __slots__ = (
+        "count",
+        "negatives",
+        "numbers",
+        "shapes",
+        "strings",
+        "types",
+        "values",
+        "zeros",
+    )
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.types: dict[str, int] = {}
+        self.numbers = Reservoir()
+        self.negatives = 0
+        self.zeros = 0
+        self.strings = 0
+        # Distinct values and shapes; None once past the bound (the field is free text).
+        self.values: dict[str, int] | None = {}
+        self.shapes: dict[str, int] | None = {}
+
+    def learn(self, value: Any) -> None:
+        """Fold a normal value into the profile."""
+        self.count += 1
+        t = json_type(value)
+        self.types[t] = self.types.get(t, 0) + 1
+        if t == "number":
+            number = float(value)
+            if math.isfinite(number):
+                self.numbers.add(number)
+                self.negatives += number < 0
+                self.zeros += number == 0
+        elif t == "string":
+            if not is_identifier_like(value):
+                return
+            self.strings += 1
+            if self.values is not None:
+                self.values[value] = self.values.get(value, 0) + 1
+                if len(self.values) > _MAX_TRACKED:
+                    self.values = None
+            if self.shapes is not None:
+                shape = value_shape(value)
+                self.shapes[shape] = self.shapes.get(shape, 0) + 1
+                if len(self.shapes) > _MAX_TRACKED:
+                    self.shapes = None
+
+    def check(self, path: str, value: Any, th: ProfileThresholds) -> Anomaly | None:
+        """Return the most telling anomaly of `value` against this profile, or None when usual."""
+        t = json_type(value)
+        if self.count >= th.min_values_sign and t not in self.types and t != "null":
+            return Anomaly(
+                "type",
+                path,
+                value,
+                f"{path} is a {t}, never seen in {self.count} values",
+                {"seen_types": dict(self.types), "count": self.count},
+            )
+        if t == "number":
+            return self._check_number(path, float(value), th)
+        if t == "string":
+            return self._check_string(path, value, th)
+        return None
+
+    def _check_number(self, path: str, number: float, th: ProfileThresholds) -> Anomaly | None:
+        if not math.isfinite(number):
+            return None
+        n = len(self.numbers)
+        seen = {"count": n, "min": self.numbers.quantile(0.0), "max": self.numbers.max}
+        if n >= th.min_values_sign and number < 0 and self.negatives == 0:
+            return Anomaly(
+                "sign",
+                path,
+                number,
+                f"{path} = {number:g} is negative, never before in {n} values",
+                seen,
+            )
+        if n >= th.min_values_range:
+            lo, hi = self.numbers.quantile(0.001), self.numbers.quantile(0.999)
+            span = max(hi - lo, 0.1 * max(abs(lo), abs(hi)), 1e-9)
+            low, high = lo - th.range_margin * span, hi + th.range_margin * span
+            if number < low or number > high:
+                return Anomaly(
+                    "range",
+                    path,
+                    number,
+                    f"{path} = {number:g} is outside its usual range [{low:g}, {high:g}]",
+                    {**seen, "q001": lo, "q999": hi},
+                )
+        if n >= th.min_values_sign and number == 0 and self.zeros == 0:
+            return Anomaly("zero", path, number, f"{path} is 0, never before in {n} values", seen)
+        return None
+
+    def _check_string(self, path: str, text: str, th: ProfileThresholds) -> Anomaly | None:
+        if not is_identifier_like(text):
+            return None
+        values = self.values
+        if (
+            values is not None
+            and self.strings >= th.min_values_category
+            and len(values) <= th.max_categories
+            and text not in values
+            and _new_rate(values, self.strings) < th.max_new_rate
+        ):
+            top = sorted(values, key=values.__getitem__, reverse=True)[:10]
+            return Anomaly(
+                "category",
+                path,
+                text,
+                f"{path} = {text!r} is a value never seen before",
+                {"count": self.strings, "known_values": top, "distinct": len(values)},
+            )
+        shapes = self.shapes
+        if (
+            shapes is not None
+            and self.strings >= th.min_values_shape
+            and len(shapes) <= th.max_shapes
+        ):
+            shape = value_shape(text)
+            if shape not in shapes and _new_rate(shapes, self.strings) < th.max_new_rate:
+                return Anomaly(
+                    "shape",
+                    path,
+                    text,
+                    f"{path} = {text!r} has shape {shape!r}, never seen before",
+                    {"count": self.strings, "shape": shape, "known_shapes": sorted(shapes)},
+                )
+        return None
+
+
+def _new_rate(counts: dict[str, int], total: int) -> float:
+    """Good-Turing estimate of the chance the next value is new: singletons / total."""
+    return sum(1 for c in counts.values() if c == 1) / max(total, 1)
+
+
+class FieldBook:
+    """All field profiles of all agents, bounded in the number of fields."""
+
+    def __init__(self, thresholds: ProfileThresholds, max_fields: int = 50_000) -> None:
+        self.thresholds = thresholds
+        self._fields: dict[tuple[str, str, str, str], FieldProfile] = {}
+        self._max_fields = max_fields
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def check(self, agent: str, tool: str, side: str, value: Any) -> list[Anomaly]:
+        """Anomalies of every leaf of `value` (a decoded args/result document)."""
+        out = []
+        for path, leaf in iter_leaves(value):
+            profile = self._fields.get((agent, tool, side, path))
+            if profile is None:
+                continue
+            found = profile.check(f"{side}{path[1:]}", leaf, self.thresholds)
+            if found is not None:
+                out.append(found)
+        return out
+
+    def learn(self, agent: str, tool: str, side: str, value: Any) -> None:
+        """Fold every leaf of a normal document into its field's profile.
+
+        A value repeated inside one document counts once: ten identical log lines are
+        one observation, not evidence that the field is categorical.
+        """
+        seen: set[tuple[str, str]] = set()
+        for path, leaf in iter_leaves(value):
+            ident = (path, repr(leaf))
+            if ident in seen:
+                continue
+            seen.add(ident)
+            key = (agent, tool, side, path)
+            profile = self._fields.get(key)
+            if profile is None:
+                if len(self._fields) >= self._max_fields:
+                    continue  # bounded: new fields past the cap are not profiled
+                profile = FieldProfile()
+                self._fields[key] = profile
+            profile.learn(leaf)
+
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Pending(Generic[T]):
+    agent: str
+    last_ns: int
+    items: list[T]
+    extra: int = 0
+    flagged: bool = False
+
+
+class PendingRuns(Generic[T]):
+    """Observations of runs still going, learned only once a run is over and raised nothing.
+
+    A run is over when no step arrived for `idle_ns` (or when the bound of open runs
+    evicts the oldest). Runs flagged warn-or-worse are dropped instead of learned, so a
+    drifting or wrong-context run never becomes part of the baseline it is judged by.
+    """
+
+    def __init__(self, max_runs: int = 20_000, max_items_per_run: int = 500) -> None:
+        self._runs: OrderedDict[str, _Pending[T]] = OrderedDict()
+        self._max_runs = max_runs
+        self._max_items = max_items_per_run
+        self._evicted: list[tuple[str, str, list[T], int]] = []
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __contains__(self, trace_id: object) -> bool:
+        return trace_id in self._runs
+
+    def add(self, trace_id: str, agent: str, now_ns: int, item: T | None, extra: int = 0) -> None:
+        """Record one observation of a run (None only refreshes the run's last-seen time)."""
+        run = self._runs.get(trace_id)
+        if run is None:
+            run = self._runs[trace_id] = _Pending(agent, now_ns, [])
+            while len(self._runs) > self._max_runs:
+                old_id, old = self._runs.popitem(last=False)
+                if not old.flagged:
+                    self._evicted.append((old_id, old.agent, old.items, old.extra))
+        else:
+            self._runs.move_to_end(trace_id)
+        run.last_ns = max(run.last_ns, now_ns)
+        run.extra = max(run.extra, extra)
+        if item is not None and len(run.items) < self._max_items:
+            run.items.append(item)
+
+    def flag(self, trace_id: str) -> None:
+        """Mark a run as anomalous: it will never be learned from."""
+        run = self._runs.get(trace_id)
+        if run is not None:
+            run.flagged = True
+
+    def is_flagged(self, trace_id: str) -> bool:
+        """Return True when the run is open and was flagged."""
+        run = self._runs.get(trace_id)
+        return run is not None and run.flagged
+
+    def sweep(self, now_ns: int, idle_ns: int) -> list[tuple[str, str, list[T], int]]:
+        """Close runs idle for `idle_ns` (all when negative).
+
+        Returns (trace_id, agent, observations, extra) of the unflagged ones, to learn.
+        """
+        done, self._evicted = self._evicted, []
+        while self._runs:
+            trace_id, run = next(iter(self._runs.items()))
+            if idle_ns >= 0 and run.last_ns > now_ns - idle_ns:
+                # Runs are ordered by last activity, so the rest are younger.
+                break
+            del self._runs[trace_id]
+            if not run.flagged:
+                done.append((trace_id, run.agent, run.items, run.extra))
+        return done

