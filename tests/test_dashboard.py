@@ -270,7 +270,12 @@ def seed(d: DaemonThread) -> Scenario:
     return Scenario(runs, llm, ids)
 
 
-TEST_SETTINGS: dict[str, Any] = {"detectors": {"enabled": False}}
+# Only the findings recorded above raise alerts (no detectors), and only explicit actions
+# set verdicts (the alert → verdict policy audits what it would do but sets nothing).
+TEST_SETTINGS: dict[str, Any] = {
+    "detectors": {"enabled": False},
+    "enforcement": {"policy": {"dry_run": True}},
+}
 
 
 @pytest.fixture
@@ -765,3 +770,41 @@ def test_grafana_dashboard_only_uses_metrics_the_daemon_exposes(
         "watchdog_alerts_firing",
         "watchdog_verdicts_active",
     } <= used
+
+
+def test_verdict_set_by_the_alert_policy_shows_on_the_run(
+    daemon_factory: Callable[..., DaemonThread],
+) -> None:
+    # Default enforcement policy: a `pause` alert pauses its session.
+    d = daemon_factory(detectors={"enabled": False})
+    run = send_run(
+        d.url,
+        service="s",
+        agent="bot",
+        session="sess-p",
+        steps=[Llm("gpt-4o", 10, 1)],
+        start_ns=time.time_ns() - 5_000_000_000,
+    )
+    d.settle()
+    (event,) = d.call(
+        d.d.alerts.record(
+            [
+                Finding(
+                    detector="spend",
+                    rule="run_budget",
+                    severity="pause",
+                    summary="over budget",
+                    agent_name="bot",
+                    session_id="sess-p",
+                    trace_id=run.trace_id,
+                    key="k",
+                ),
+            ]
+        )
+    )
+    d.settle()
+    (active,) = get(d, "/api/dashboard/overview")["active_runs"]
+    assert active["verdict"]["state"] == "pause"
+    assert active["verdict"]["alert_id"] == event.alert.id
+    detail = get(d, f"/api/dashboard/runs/{run.trace_id}")
+    assert detail["verdict"]["scope"] == {"type": "session", "value": "sess-p"}

@@ -193,7 +193,11 @@ export function badge(text, kind = text) {
 }
 
 export function verdictBadge(verdict) {
-  if (!verdict) return badge("allow", "allow");
+  if (!verdict) {
+    const el = badge("allow", "allow");
+    el.dataset.verdict = "allow";
+    return el;
+  }
   const scope = verdict.scope ? `${verdict.scope.type} ${verdict.scope.value}` : "";
   const el = badge(verdict.state, verdict.state);
   el.title = [scope && `scope: ${scope}`, verdict.reason && `reason: ${verdict.reason}`, verdict.set_by && `by: ${verdict.set_by}`]
