@@ -62,14 +62,14 @@ async function verdictControls(run) {
   ]);
   const scopes = [["trace", run.trace_id, "this run"]];
   if (run.session_id && run.session_id !== run.trace_id) scopes.push(["session", run.session_id, "its session"]);
-  for (const a of run.agents) scopes.push(["agent", a, `agent ${a}`]);
+  for (const a of run.agents) scopes.push(["agent", a, "agent"]);
   const optionValue = (t, v) => (t === "agent" ? `agent:${v}` : t);
   // Keep the operator's choice across live re-renders (it survives while it still exists).
   if (!scopes.some(([t, v]) => optionValue(t, v) === scopeChoice)) scopeChoice = "trace";
   const select = h(
     "select",
     { dataset: { testid: "scope" }, onchange: (e) => (scopeChoice = e.target.value) },
-    scopes.map(([t, v, label]) => h("option", { value: optionValue(t, v) }, `${label} (${t} ${v.slice(0, 24)})`)),
+    scopes.map(([t, v, label]) => h("option", { value: optionValue(t, v) }, `${label}: ${v.length > 40 ? `${v.slice(0, 39)}…` : v}`)),
   );
   select.value = scopeChoice;
   const target = () => {
