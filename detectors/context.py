@@ -756,6 +756,7 @@ class ContextDetector:
 
     def __init__(self, settings: DetectorSettings) -> None:
         base = settings.context
+        self._settings = settings
         self._history_runs = settings.drift.history_runs
         self._thresholds = _thresholds(base)
         self.profiles = ContextProfiles(self._thresholds)
@@ -895,14 +896,17 @@ class ContextDetector:
         args: Any,
         rules: ContextRules | None = None,
     ) -> list[Finding]:
-        """Judge a proposed tool call against the session's current run (for POST /api/v1/check)."""
+        """Judge a proposed tool call against the session's current run (for POST /api/v1/check).
+
+        Uses the agent's effective `detectors.context` rules unless `rules` is given;
+        learns and remembers nothing.
+        """
+        r = rules or self._settings.for_agent(agent).context
         state = self._sessions.get(session or "") or ContextState()
         if isinstance(args, str):
             args = _decode(args) or args
-        action = classify_action(
-            tool, args if isinstance(args, Mapping) else None, (rules.tool_classes if rules else {})
-        )
-        r = rules or ContextRules.model_validate({})
+        mapping = args if isinstance(args, Mapping) else None
+        action = classify_action(tool, mapping, r.tool_classes)
         p = _Proposed(agent, session, state.trace_id or None, "", tool, args, action)
         return _action_checks(p, state, self.profiles, r, self.declared)
 

@@ -53,6 +53,7 @@ from detectors.text import (
 )
 from watchdog.detection import DetectorSettings, History, RuleInfo, StepContext
 from watchdog.drift_context import DriftRules
+from watchdog.errors import ConfigError
 from watchdog.model import Finding, Severity, Step, severity_rank
 
 __all__ = ["RULES", "DriftDetector", "DriftState", "JudgeRequest"]
@@ -254,6 +255,7 @@ class DriftDetector:
         judge_sink: Callable[[JudgeRequest], bool] | None = None,
     ) -> None:
         base = settings.drift
+        self._settings = settings
         if scorer is None:
             scorer = EmbeddingScorer() if base.scorer == "embedding" else LexicalScorer()
         self.scorer = scorer
@@ -552,7 +554,7 @@ class DriftDetector:
 
         Pure with respect to the detector: nothing is learned or remembered.
         """
-        r = rules or DriftRules.model_validate({})
+        r = rules or self._settings.for_agent(agent).drift
         state = self._sessions.get(session or "")
         shadow = DriftState()
         if state is not None:
@@ -591,9 +593,10 @@ class DriftDetector:
             if (agent, trace) != current:
                 close()
                 current, task, tools, obs = (agent, trace), None, set(), []
+            # The same turn logic as live: an explicit task wins, a new user message is a new turn.
             if explicit:
-                task = explicit if task is None else task
-            elif user_message and task is None:
+                task = explicit
+            elif user_message and user_message != task:
                 task = user_message
             if kind == "tool" and tool:
                 tools.add(tool)
@@ -636,3 +639,26 @@ def learned_drift_sql(now_ns: int, per_agent: int) -> tuple[str, list[Any]]:
         ORDER BY k.last_end, s.trace_id, s.start_time
     """
     return sql, [now_ns // 1000, per_agent]
+
+
+def validate_drift_context(settings: DetectorSettings) -> None:
+    """Check what `watchdog run` would trip over: rules files, the semantic extra, the judge URL.
+
+    Raises ConfigError with the dotted path of the setting at fault.
+    """
+    from detectors.context_rules import load_rules
+    from detectors.text import semantic_available
+
+    ctx = settings.context
+    load_rules(ctx.rules_files, shipped=ctx.shipped_rules, disabled=ctx.disabled_rules)
+    scorers = {settings.drift.scorer} | {
+        o.drift.scorer for o in settings.agents.values() if o.drift is not None
+    }
+    if "embedding" in scorers and not semantic_available():
+        raise ConfigError(
+            "detectors.drift.scorer: 'embedding' needs the semantic extra "
+            "(pip install 'agent-watchdog[semantic]')"
+        )
+    judge = settings.drift.judge
+    if judge.enabled and not judge.base_url:
+        raise ConfigError("detectors.drift.judge.base_url: required when the judge is enabled")

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
@@ -197,6 +199,7 @@ def emit(provider: TracerProvider, run: RunSpec, start_ns: int, step_ns: int = 2
     root = tracer.start_span(
         root_spec.name, kind=SpanKind.INTERNAL, start_time=start_ns, attributes=root_spec.attrs
     )
+    run.trace_id = format(root.get_span_context().trace_id, "032x")  # the SDK picks the id
     ctx = set_span_in_context(root)
     t = start_ns
     for spec in specs[1:]:
@@ -977,3 +980,89 @@ def corpus(
             evaluation.append(makers[i % len(makers)](rng))
     rng.shuffle(evaluation)
     yield from evaluation
+
+
+# -- helpers for tests against a real daemon ---------------------------------------------------
+
+# Small histories suffice in tests: thresholds are data, lowered here (the defaults are
+# what the benchmark measures).
+TEST_DETECTORS: dict[str, Any] = {
+    "drift": {"new_tool_min_runs": 10, "off_task_min_samples": 10},
+    "context": {
+        "min_values_range": 40,
+        "min_values_sign": 10,
+        "min_values_category": 10,
+        "min_values_shape": 10,
+        "fan_out_min_history": 5,
+    },
+}
+
+
+def history(seed: int = 3, per_agent: int = 25) -> list[RunSpec]:
+    """Normal runs of every agent, to be stored as history before a test daemon starts."""
+    rng = random.Random(seed)
+    out = []
+    for options in NORMAL.values():
+        for _ in range(per_agent):
+            out.append(_pick(rng, options)(rng))
+    return out
+
+
+class Sender:
+    """One real OTel SDK provider per agent (its service.name), exporting to a daemon."""
+
+    def __init__(self, url: str, provider_factory: Callable[[str, str], TracerProvider]) -> None:
+        self._url = url
+        self._factory = provider_factory
+        self._providers: dict[str, TracerProvider] = {}
+
+    def send(self, runs: list[RunSpec], start_ns: int, gap_ns: int = 60 * 10**9) -> None:
+        """Emit `runs` one after another, `gap_ns` apart, starting at `start_ns`."""
+        t = start_ns
+        for run in runs:
+            provider = self._providers.get(run.agent)
+            if provider is None:
+                provider = self._providers[run.agent] = self._factory(self._url, run.agent)
+            emit(provider, run, t)
+            t += gap_ns
+
+    def close(self) -> None:
+        """Shut every provider down (flushes nothing: export is synchronous)."""
+        for provider in self._providers.values():
+            provider.shutdown()
+
+
+HISTORY_START_NS = 1_700_000_000 * 10**9  # Nov 2023: well before any test's "now"
+
+
+def build_history_db(base: Path) -> Path:
+    """Store `history()` through a real daemon (detection off) once; return its data dir.
+
+    Test daemons start on a copy of it, so their detectors learn the history in
+    `restore()` exactly as after a production restart.
+    """
+    from tests.conftest import DaemonThread, make_settings, otel_provider
+
+    data = base / "drift-history"
+    marker = data / ".complete"
+    if marker.exists():
+        return data
+    d = DaemonThread(make_settings(data, detectors={"enabled": False})).start()
+    try:
+        sender = Sender(d.url, lambda url, agent: otel_provider(url, service=agent))
+        sender.send(history(), HISTORY_START_NS)
+        sender.close()
+        d.settle()
+    finally:
+        d.stop()
+    marker.touch()
+    return data
+
+
+def copy_history(src: Path, dst: Path) -> Path:
+    """Copy a stored history into a fresh data dir for one test daemon."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.name != ".complete":
+            shutil.copy2(f, dst / f.name)
+    return dst
