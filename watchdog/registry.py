@@ -10,11 +10,16 @@ import argparse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from alerts.actuators import AgentIndex, SignalActuator, WebhookActuator
 from collectors.otlp_http import OtlpHttpCollector
 from dashboards.app import DashboardApp
 from detectors.engine import DetectorEngine
 from detectors.loop import LoopDetector
 from detectors.spend import SpendDetector
+from watchdog.budgets import BudgetLedger
+from watchdog.guard_api import GuardApi, add_guard_commands
+from watchdog.holds import HoldManager
+from watchdog.policy import AlertPolicy
 from watchdog.pricing import Pricer
 from watchdog.settings import Settings
 
@@ -46,8 +51,36 @@ def wire_components(daemon: Daemon) -> None:
         daemon.services["detectors"] = engine
         daemon.components.append(engine)
 
-    # -- enforcement (issue 5): verdict store (built in Daemon.__init__, loaded in start) --
-    daemon.components.append(daemon.verdicts)
+    # -- enforcement (issue 5): verdicts, policy, budgets, holds, guard API, push --------
+    enforcement = settings.enforcement
+    daemon.components.append(daemon.verdicts)  # built in Daemon.__init__, loaded in start
+    daemon.alerts.subscribe(AlertPolicy(enforcement.policy, daemon.verdicts).on_alert)
+    ledger = BudgetLedger(settings.budgets, reservation_ttl_s=enforcement.reservation_ttl_s)
+    daemon.writer.subscribe(ledger.on_commit)
+    holds = HoldManager(daemon.store, daemon.verdicts, daemon.supervisor)
+    guard_api = GuardApi(
+        enforcement,
+        daemon.verdicts,
+        ledger,
+        holds,
+        load_budgets=lambda: ledger.load(daemon.store),
+        action_checks=[
+            daemon.services[name].check_action
+            for name in ("drift", "context")
+            if hasattr(daemon.services.get(name), "check_action")
+        ],
+    )
+    guard_api.add_routes(daemon.app)
+    agent_index = AgentIndex()
+    daemon.writer.subscribe(agent_index.on_commit)
+    webhook = WebhookActuator(enforcement.webhook, agent_index, daemon.supervisor)
+    signals = SignalActuator(enforcement.signal, agent_index)
+    daemon.verdicts.subscribe(webhook.on_verdict)
+    daemon.verdicts.subscribe(signals.on_verdict)
+    daemon.metric_registries += [guard_api.metrics.registry, webhook.registry]
+    # `cancel_holds(scope, actor=…)` is what Slack's resume calls; `holds.cancel(id, …)` too.
+    daemon.services.update(budgets=ledger, holds=holds, cancel_holds=holds.cancel_scope)
+    daemon.components += [holds, guard_api, webhook, signals]
 
     # -- dashboard (issue 7): pages at /, JSON under /api/dashboard/, agent metrics ---------
     if settings.dashboard.enabled:
@@ -65,3 +98,4 @@ def validate_config(settings: Settings) -> None:
 
 def add_cli_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register the subcommands the plugin packages contribute (none yet)."""
+    add_guard_commands(sub, add_common)

@@ -1,0 +1,110 @@
+"""The enforcement policy: alert changes become verdicts, as configured data says.
+
+Default (documented in `PolicySettings`): an alert's severity picks the verdict —
+`info` → nothing, `warn` → warn, `pause` → pause, `kill` → kill — on the alert's
+session, else its trace, else its agent. `enforcement.policy.rules` overrides the
+action, scope, ttl or dry-run per rule (keyed `detector.rule`, or `rule` alone);
+`enforcement.policy.dry_run` turns every rule into a dry-run.
+
+Guarantees:
+
+- Only `new` and `escalated` alerts set verdicts; a `repeat` never re-sets a verdict a
+  person cleared (the detector has to escalate to act again).
+- A dry-run writes a `verdict_audit` row (action `dry-run`) with what would have been
+  set, and sets nothing.
+- A `resolved` alert clears the `warn`/`deny` verdicts it set; `pause` and `kill`
+  stay until a person (or the pause's ttl) ends them.
+- The actor of every verdict is `detector:<detector>.<rule>` with the alert id.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from watchdog.alertstore import Alert, AlertEvent
+from watchdog.settings import PolicyRule, PolicySettings
+from watchdog.verdicts import Scope, VerdictError, VerdictStore
+
+logger = logging.getLogger(__name__)
+
+
+def rule_key(detector: str, rule: str) -> str:
+    """Return the policy key of a detector rule (`detector.rule`)."""
+    return f"{detector}.{rule}"
+
+
+def scope_for(alert: Alert, how: str) -> Scope | None:
+    """Pick the verdict scope for `alert`: `auto` = session, else trace, else agent."""
+    order = {
+        "auto": ("session", "trace", "agent"),
+        "session": ("session", "trace", "agent"),
+        "trace": ("trace", "session", "agent"),
+        "agent": ("agent",),
+    }[how]
+    values = {"agent": alert.agent_name, "session": alert.session_id, "trace": alert.trace_id}
+    for kind in order:
+        value = values[kind]
+        if value:
+            return Scope(kind, value)  # type: ignore[arg-type]
+    return None
+
+
+class AlertPolicy:
+    """Subscribes to alert changes and sets (or dry-runs) verdicts by the configured policy."""
+
+    def __init__(self, settings: PolicySettings, verdicts: VerdictStore) -> None:
+        self._settings = settings
+        self._verdicts = verdicts
+
+    def rule_for(self, alert: Alert) -> PolicyRule | None:
+        """Return the per-rule override that applies to `alert`, if any."""
+        rules = self._settings.rules
+        return rules.get(rule_key(alert.detector, alert.rule)) or rules.get(alert.rule)
+
+    def decide(self, alert: Alert) -> tuple[str, Scope | None, bool, float | None]:
+        """Return (action, scope, dry_run, ttl_s) the policy assigns to `alert`."""
+        rule = self.rule_for(alert)
+        action = (rule.action if rule else None) or self._settings.severity_actions.get(
+            alert.severity,
+            "none",  # type: ignore[call-overload]
+        )
+        scope = scope_for(alert, (rule.scope if rule else None) or self._settings.scope)
+        dry_run = self._settings.dry_run or bool(rule and rule.dry_run)
+        return action, scope, dry_run, rule.ttl_s if rule else None
+
+    async def on_alert(self, event: AlertEvent) -> None:
+        """React to one alert change (subscribed with `daemon.alerts.subscribe`)."""
+        alert = event.alert
+        actor = f"detector:{rule_key(alert.detector, alert.rule)}"
+        if event.change == "resolved":
+            await self._clear_soft(alert, actor)
+            return
+        if event.change not in ("new", "escalated"):
+            return
+        action, scope, dry_run, ttl_s = self.decide(alert)
+        if action == "none" or scope is None:
+            return
+        reason = f"{alert.severity}: {alert.summary}"
+        try:
+            if dry_run:
+                await self._verdicts.record_dry_run(
+                    scope, action, actor=actor, reason=reason, alert_id=alert.id
+                )
+            else:
+                await self._verdicts.set(
+                    scope,
+                    action,
+                    actor=actor,
+                    reason=reason,
+                    alert_id=alert.id,
+                    ttl_s=None if action == "kill" else ttl_s,
+                )
+        except VerdictError as err:  # bad data in one alert must not stop the others
+            logger.warning(
+                "policy could not set %s on %s for alert %s: %s", action, scope, alert.id, err
+            )
+
+    async def _clear_soft(self, alert: Alert, actor: str) -> None:
+        for v in self._verdicts.all():
+            if v.alert_id == alert.id and v.state in ("warn", "deny"):
+                await self._verdicts.clear(v.scope, actor=actor, reason="alert resolved")
