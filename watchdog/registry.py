@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 from alerts.actuators import AgentIndex, SignalActuator, WebhookActuator
 from collectors.otlp_http import OtlpHttpCollector
 from dashboards.app import DashboardApp
+from detectors.context import ContextDetector
+from detectors.drift import DriftDetector, validate_drift_context
+from detectors.drift_judge import DriftJudge
 from detectors.engine import DetectorEngine
 from detectors.loop import LoopDetector
 from detectors.spend import SpendDetector
@@ -46,6 +49,15 @@ def wire_components(daemon: Daemon) -> None:
         every_s = settings.detectors.baseline_interval_s
         engine.add(LoopDetector(settings.detectors.loop, every_s))
         engine.add(SpendDetector(settings.budgets, settings.detectors.spend, every_s))
+        # drift/context (issue 4); `.check_action(agent, session, tool, args)` serves the guard
+        judge = DriftJudge(
+            settings.detectors.drift.judge, daemon.alerts.record, daemon.supervisor, daemon.store
+        )
+        daemon.services["drift"] = DriftDetector(settings.detectors, judge_sink=judge.submit)
+        daemon.services["context"] = ContextDetector(settings.detectors)
+        engine.add(daemon.services["drift"])
+        engine.add(daemon.services["context"])
+        daemon.components.append(judge)
         daemon.writer.subscribe(engine.on_commit)
         daemon.metric_registries.append(engine.metrics.registry)
         daemon.services["detectors"] = engine
@@ -94,6 +106,7 @@ def wire_components(daemon: Daemon) -> None:
 def validate_config(settings: Settings) -> None:
     """Run every validation `watchdog run` runs before binding; raise ConfigError on a problem."""
     Pricer(settings.prices.overrides_file)
+    validate_drift_context(settings.detectors)
 
 
 def add_cli_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
