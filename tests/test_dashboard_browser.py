@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from tests.conftest import ROOT, DaemonThread, http_json
 from tests.test_dashboard import TEST_SETTINGS, Llm, Scenario, price, seed, send_run
+from watchdog.guard import AgentHalted, Guard
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -256,18 +257,20 @@ def test_runs_page_sorts_and_filters(ui: UI, dash: tuple[DaemonThread, Scenario]
 # --- run detail and the kill switch ---------------------------------------------------------
 
 
+def guard_for(d: DaemonThread, agent: str, session: str) -> Guard:
+    """The agent's side: the guard client it imports, asking this daemon (no local cache)."""
+    return Guard(d.url, agent=agent, session=session, cache="off", timeout_s=10)
+
+
 def guard_verdict(d: DaemonThread, agent: str, session: str) -> str:
-    """What an agent asking the guard API before its next action is told."""
-    status, body = http_json("GET", f"{d.url}/api/v1/verdict?agent={agent}&session={session}")
-    assert status == 200, body
-    return str(body["verdict"])
+    """What an agent asking the guard before its next action is told."""
+    decision = guard_for(d, agent, session).verdict()
+    assert decision.source == "watchdog"  # answered by the daemon, not a fallback
+    return decision.verdict
 
 
 def test_run_detail_timeline_and_kill_button(ui: UI, dash: tuple[DaemonThread, Scenario]) -> None:
     d, sc = dash
-    _, caps = http_json("GET", d.url + "/api/dashboard/capabilities")
-    if "POST /api/v1/kill" not in caps["routes"]:  # pragma: no cover - until issue 5 lands
-        pytest.skip("the guard API (POST /api/v1/kill) is not wired into the daemon yet")
     r1 = sc.runs["research-1"]
     page = ui.goto(f"/runs/{r1.trace_id}")
     assert value_of(page, "run-cost-value") == pytest.approx(r1.cost)
@@ -315,6 +318,8 @@ def test_run_detail_timeline_and_kill_button(ui: UI, dash: tuple[DaemonThread, S
     )
     expect(page.locator("#flash")).to_contain_text("kill agent researcher")
     assert guard_verdict(d, "researcher", r1.session) == "kill"
+    with pytest.raises(AgentHalted):  # the agent's next step is refused
+        guard_for(d, "researcher", r1.session).check(tool="search_web", args={"query": "again"})
     audit = d.query(
         "SELECT actor, reason, state FROM verdict_audit WHERE scope_value = 'researcher'"
     )
@@ -327,6 +332,7 @@ def test_run_detail_timeline_and_kill_button(ui: UI, dash: tuple[DaemonThread, S
         "data-verdict", "allow"
     )
     assert guard_verdict(d, "researcher", r1.session) == "allow"
+    assert guard_for(d, "researcher", r1.session).check(tool="search_web").verdict == "allow"
 
     page.get_by_test_id("pause").click()
     page.get_by_test_id("pause-confirm").click()
