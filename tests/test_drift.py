@@ -97,7 +97,9 @@ def test_intent_and_action_classification() -> None:
 
 def test_lexical_scorer_weighs_the_agents_own_vocabulary() -> None:
     scorer = LexicalScorer()
-    scorer.observe("a", [f"search web query {t}" for t in ("solar", "battery", "pricing", "coral")] * 5)
+    scorer.observe(
+        "a", [f"search web query {t}" for t in ("solar", "battery", "pricing", "coral")] * 5
+    )
     task = "Find articles about battery recycling"
     on = scorer.score("a", task, "search web battery recycling")
     off = scorer.score("a", task, "search web best pizza dough")
@@ -106,7 +108,9 @@ def test_lexical_scorer_weighs_the_agents_own_vocabulary() -> None:
 
 
 def test_judge_verdict_parsing() -> None:
-    v = parse_verdict('```json\n{"aligned": false, "confidence": 0.82, "reason": "edits the site"}\n```')
+    v = parse_verdict(
+        '```json\n{"aligned": false, "confidence": 0.82, "reason": "edits the site"}\n```'
+    )
     assert v is not None and not v.aligned and v.confidence == pytest.approx(0.82)
     assert parse_verdict("I think it is fine") is None
     assert parse_verdict('{"aligned": "no", "confidence": 0.9}') is None
@@ -120,12 +124,16 @@ def test_check_config_reports_embedding_without_extra_and_judge_without_url(
     with pytest.raises(ConfigError, match=r"detectors\.drift\.judge\.base_url"):
         validate_drift_context(settings)
     monkeypatch.setattr("detectors.text.semantic_available", lambda: False)
-    settings = DetectorSettings.model_validate({"agents": {"x": {"drift": {"scorer": "embedding"}}}})
+    settings = DetectorSettings.model_validate(
+        {"agents": {"x": {"drift": {"scorer": "embedding"}}}}
+    )
     with pytest.raises(ConfigError, match=r"detectors\.drift\.scorer"):
         validate_drift_context(settings)
 
 
-@pytest.mark.skipif(not semantic_available(), reason="the optional `semantic` extra is not installed")
+@pytest.mark.skipif(
+    not semantic_available(), reason="the optional `semantic` extra is not installed"
+)
 def test_embedding_scorer_ranks_related_above_unrelated() -> None:
     from detectors.text import EmbeddingScorer
 
