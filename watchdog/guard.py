@@ -467,6 +467,7 @@ class Guard:
         except BaseException:
             if step.cost_usd is None:
                 self.release(decision)
+                self.record_cost(-est_cost_usd)
             raise
         finally:
             if step.cost_usd is not None:
