@@ -269,7 +269,9 @@ class FieldProfile:
             return None
         values = self.values
         if (
-            values is not None
+            # An address is an identity, not an enum value: a new recipient is normal.
+            "@" not in text
+            and values is not None
             and self.strings >= th.min_values_category
             and len(values) <= th.max_categories
             and text not in values
