@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from alerts.actuators import AgentIndex, SignalActuator, WebhookActuator
+from alerts.cli import add_silence_commands
+from alerts.component import build_alerting, validate_alerting
 from collectors.otlp_http import OtlpHttpCollector
 from dashboards.app import DashboardApp
 from detectors.context import ContextDetector
@@ -94,6 +96,10 @@ def wire_components(daemon: Daemon) -> None:
     daemon.services.update(budgets=ledger, holds=holds, cancel_holds=holds.cancel_scope)
     daemon.components += [holds, guard_api, webhook, signals]
 
+    # -- alerting (issue 6): groups, silences, routes, receivers, Slack inbound -----------
+    alerting = build_alerting(daemon)  # mounts /slack/* and /api/v1/silences, adds metrics
+    daemon.components.append(alerting)
+
     # -- dashboard (issue 7): pages at /, JSON under /api/dashboard/, agent metrics ---------
     if settings.dashboard.enabled:
         dashboard = DashboardApp(daemon)
@@ -107,8 +113,10 @@ def validate_config(settings: Settings) -> None:
     """Run every validation `watchdog run` runs before binding; raise ConfigError on a problem."""
     Pricer(settings.prices.overrides_file)
     validate_drift_context(settings.detectors)
+    validate_alerting(settings)
 
 
 def add_cli_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register the subcommands the plugin packages contribute (none yet)."""
     add_guard_commands(sub, add_common)
+    add_silence_commands(sub, add_common)

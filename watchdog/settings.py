@@ -7,10 +7,12 @@ embedded defaults. Unknown keys are errors, and every error names the path of th
 from __future__ import annotations
 
 import contextvars
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -295,6 +297,184 @@ class DashboardSettings(Section):
     )
 
 
+# Labels every alert carries; routes, silences and grouping may name only these.
+ALERT_LABELS: tuple[str, ...] = (
+    "alertname",
+    "detector",
+    "rule",
+    "severity",
+    "agent",
+    "service",
+    "session",
+    "trace",
+)
+# `label=value`, `label!=value`, `label=~regex`, `label!~regex`; the value may be quoted.
+MATCHER_RE = re.compile(
+    r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|([^"\s]*))\s*$'
+)
+
+
+def parse_matcher(text: str) -> tuple[str, str, str]:
+    """Split one matcher into (label, op, value); raise ValueError saying what is wrong."""
+    m = MATCHER_RE.match(text)
+    if m is None:
+        raise ValueError(
+            f"bad matcher {text!r}: expected label=value, label!=value, label=~regex "
+            "or label!~regex"
+        )
+    label, op = m.group(1), m.group(2)
+    value = m.group(4) if m.group(3) is None else re.sub(r"\\(.)", r"\1", m.group(3))
+    if label not in ALERT_LABELS:
+        raise ValueError(f"unknown label {label!r} in {text!r}; labels: {', '.join(ALERT_LABELS)}")
+    if op in ("=~", "!~"):
+        try:
+            re.compile(value)
+        except re.error as err:
+            raise ValueError(f"bad regex in {text!r}: {err}") from None
+    return label, op, value
+
+
+def _check_labels(v: list[str]) -> list[str]:
+    for label in v:
+        if label not in ALERT_LABELS:
+            raise ValueError(f"unknown label {label!r}; labels: {', '.join(ALERT_LABELS)}")
+    return v
+
+
+LabelList = Annotated[list[str], AfterValidator(_check_labels)]
+
+
+class AlertRoute(Section):
+    """A child route: alerts matching every matcher go to `receiver`, grouped as set here.
+
+    Unset fields inherit from the parent route (the `alerting` section is the root).
+    """
+
+    matchers: list[str] = Field(
+        default_factory=list, description='Matchers such as severity="kill" or agent=~"prod-.*".'
+    )
+    receiver: str | None = Field(None, description="Receiver name; none = the parent's.")
+    group_by: LabelList | None = Field(None, description="Labels that split groups.")
+    group_wait_s: float | None = Field(
+        None, ge=0, description="Wait before a group's first message."
+    )
+    group_interval_s: float | None = Field(None, ge=0, description="Least time between updates.")
+    repeat_interval_s: float | None = Field(
+        None, gt=0, description="Re-notify a firing group after."
+    )
+    continue_matching: bool = Field(
+        False, description="Also try the next sibling routes after this one matched."
+    )
+    routes: list[AlertRoute] = Field(default_factory=list, description="Nested routes.")
+
+    @field_validator("matchers")
+    @classmethod
+    def _matchers_parse(cls, v: list[str]) -> list[str]:
+        for text in v:
+            parse_matcher(text)
+        return v
+
+
+class SlackReceiverSettings(Section):
+    """Post to Slack with the app in `slack`; one living message per alert group."""
+
+    channel: str | None = Field(None, description="Channel id or name; none = slack.channel.")
+    thread_replies: bool = Field(True, description="Reply in the thread on every state change.")
+
+
+class WebhookReceiverSettings(Section):
+    """POST the group as HMAC-SHA256-signed JSON to a URL."""
+
+    url: SecretStr = Field(..., description="Target URL (kept secret: it may embed a token).")
+    secret: SecretStr = Field(..., description="HMAC-SHA256 key for X-Watchdog-Signature.")
+    timeout_s: float = Field(10.0, gt=0, description="Deadline of one delivery attempt.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class AlertReceiver(Section):
+    """A named notification target: exactly one of slack, webhook or log."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Name routes refer to.")
+    slack: SlackReceiverSettings | None = None
+    webhook: WebhookReceiverSettings | None = None
+    log: bool = Field(False, description="Write the notification to the daemon log.")
+    send_resolved: bool = Field(True, description="Notify when a group's alerts resolve.")
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> AlertReceiver:
+        kinds = [k for k in ("slack", "webhook") if getattr(self, k) is not None]
+        if self.log:
+            kinds.append("log")
+        if len(kinds) != 1:
+            raise ValueError("set exactly one of slack, webhook or log")
+        return self
+
+
+class AlertingSettings(Section):
+    """Alert lifecycle, grouping, routes and receivers (the root route of the tree).
+
+    Receivers `log` (the daemon log) and, when slack.bot_token and slack.channel are set,
+    `slack` exist without being declared. The default receiver is `slack` when Slack is
+    configured, else `log`.
+    """
+
+    receiver: str | None = Field(None, description="Default receiver; none = slack, else log.")
+    group_by: LabelList = Field(
+        default_factory=lambda: ["agent", "detector"], description="Labels that split groups."
+    )
+    group_wait_s: float = Field(30.0, ge=0, description="Wait before a group's first message.")
+    group_interval_s: float = Field(300.0, ge=0, description="Least time between updates.")
+    repeat_interval_s: float = Field(14_400.0, gt=0, description="Re-notify a firing group after.")
+    routes: list[AlertRoute] = Field(default_factory=list, description="Child routes, in order.")
+    receivers: list[AlertReceiver] = Field(default_factory=list, description="Named receivers.")
+    resolve_after_s: float | None = Field(
+        900.0,
+        gt=0,
+        description="An alert no finding re-asserted for this long resolves (none: never).",
+    )
+    max_groups: int = Field(1000, gt=0, description="Alert groups held before new ones drop.")
+    retry_initial_s: float = Field(1.0, gt=0, description="First retry delay (doubles, jittered).")
+    retry_max_s: float = Field(60.0, gt=0, description="Longest retry delay.")
+    retry_max_attempts: int = Field(
+        5, ge=1, le=50, description="Attempts per notification before it waits for the next flush."
+    )
+    disable_after_failures: int = Field(
+        3, ge=1, description="Failed notifications in a row after which a receiver is disabled."
+    )
+    slack_min_interval_s: float = Field(
+        1.0, ge=0, description="Least time between two Slack calls (Slack allows ~1 msg/s)."
+    )
+    slack_timeout_s: float = Field(10.0, gt=0, description="Deadline of one Slack API call.")
+    slack_ack_s: float = Field(
+        2.0, gt=0, lt=3, description="Work a slash command does before answering (Slack waits 3 s)."
+    )
+
+    @model_validator(mode="after")
+    def _receivers_exist(self) -> AlertingSettings:
+        names = [r.name for r in self.receivers]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"receiver names must be unique: {', '.join(sorted(dupes))}")
+        known = {*names, "log", "slack"}
+
+        def walk(routes: list[AlertRoute], where: str) -> None:
+            for i, r in enumerate(routes):
+                if r.receiver is not None and r.receiver not in known:
+                    raise ValueError(f"{where}.{i}.receiver: undefined receiver {r.receiver!r}")
+                walk(r.routes, f"{where}.{i}.routes")
+
+        if self.receiver is not None and self.receiver not in known:
+            raise ValueError(f"receiver: undefined receiver {self.receiver!r}")
+        walk(self.routes, "routes")
+        return self
+
+
 class Settings(BaseSettings):
     """The root of every watchdog setting."""
 
@@ -319,6 +499,7 @@ class Settings(BaseSettings):
     enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)  # type: ignore[arg-type]
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)  # type: ignore[arg-type]
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)  # type: ignore[arg-type]
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)  # type: ignore[arg-type]
 
     @classmethod
     def settings_customise_sources(
