@@ -272,6 +272,44 @@ def test_cli_kill_status_resume(daemon: DaemonThread) -> None:
     assert as_json["verdicts"] == [] and len(as_json["audit"]) == 2
 
 
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        (
+            "enforcement:\n  policy:\n    rules:\n      loop.repaet: {dry_run: true}\n",
+            "enforcement.policy.rules.loop.repaet: loop has no rule 'repaet'",
+        ),
+        (
+            "enforcement:\n  webhook:\n    url: http://127.0.0.1:9/c\n",
+            "enforcement.webhook: Value error, secret is required",
+        ),
+        ("enforcement:\n  signal:\n    enabled: true\n", "enforcement.signal"),
+        ("enforcement:\n  hold_delay_s: -1\n", "enforcement.hold_delay_s"),
+        ("enforcement:\n  risky_tool: [x]\n", "enforcement.risky_tool"),
+    ],
+)
+def test_check_config_names_the_bad_enforcement_field(
+    tmp_path: Path, config: str, needle: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(config)
+    out = run_cli("check-config", "--config", str(path))
+    assert out.returncode == 2 and needle in out.stderr, out.stderr
+
+
+def test_check_config_accepts_a_full_enforcement_section(tmp_path: Path) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(
+        "enforcement:\n  risky_tools: [send_*]\n  hold_rules: [{tool: refund, delay_s: 60}]\n"
+        "  policy: {rules: {loop.repeat: {dry_run: true}, my_rule: {action: deny}}}\n"
+        "  webhook: {url: 'http://127.0.0.1:9/c', secret: s}\n"
+        "  signal: {enabled: true, pid: 4242}\n"
+    )
+    out = run_cli("check-config", "--config", str(path))
+    assert out.returncode == 0 and "config ok" in out.stdout, out.stderr
+    assert "s\n" not in out.stdout  # the secret is not echoed
+
+
 def test_cli_says_when_nothing_answers() -> None:
     out = run_cli("kill", "--agent", "a", "--url", "http://127.0.0.1:9")
     assert out.returncode == 2 and "no watchdog answers" in out.stderr

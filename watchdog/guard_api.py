@@ -670,10 +670,14 @@ def _cmd_hold(args: argparse.Namespace) -> int:
         args, f"/api/v1/holds/{args.hold_id}/cancel", {"reason": args.reason, "actor": "cli"}
     )
 
-    def text(r: dict[str, Any]) -> str:
-        h = r["hold"]
-        if r["cancelled"]:
-            return f"cancelled {h['hold_id']} ({h['tool']} of {h['agent']})"
-        return f"too late: {h['hold_id']} was already {h['state']} by {h['decided_by']}"
-
-    return _report(result, text)
+    if result is not None and result.get("ok") and not result.get("cancelled"):
+        h = result["hold"]
+        print(
+            f"too late: {h['hold_id']} was already {h['state']} by {h['decided_by']}",
+            file=sys.stderr,
+        )
+        return 1
+    return _report(
+        result,
+        lambda r: f"cancelled {r['hold']['hold_id']} ({r['hold']['tool']} of {r['hold']['agent']})",
+    )

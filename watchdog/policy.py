@@ -20,8 +20,11 @@ Guarantees:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from watchdog.alertstore import Alert, AlertEvent
+from watchdog.detection import RuleInfo
+from watchdog.errors import ConfigError
 from watchdog.settings import PolicyRule, PolicySettings
 from watchdog.verdicts import Scope, VerdictError, VerdictStore
 
@@ -31,6 +34,25 @@ logger = logging.getLogger(__name__)
 def rule_key(detector: str, rule: str) -> str:
     """Return the policy key of a detector rule (`detector.rule`)."""
     return f"{detector}.{rule}"
+
+
+def validate_policy_rules(settings: PolicySettings, known: Iterable[RuleInfo]) -> None:
+    """Raise ConfigError for a `detector.rule` policy key that names no shipped rule.
+
+    Keys of detectors that publish no rule list (declarative `rule` alerts) and bare rule
+    keys are left alone: their ids come from user rules files.
+    """
+    rules_by_detector: dict[str, set[str]] = {}
+    for info in known:
+        rules_by_detector.setdefault(info.detector, set()).add(info.rule)
+    for key in settings.rules:
+        detector, dot, rule = key.partition(".")
+        if dot and detector in rules_by_detector and rule not in rules_by_detector[detector]:
+            choices = ", ".join(sorted(rules_by_detector[detector]))
+            raise ConfigError(
+                f"enforcement.policy.rules.{key}: {detector} has no rule {rule!r} "
+                f"(its rules: {choices})"
+            )
 
 
 def scope_for(alert: Alert, how: str) -> Scope | None:

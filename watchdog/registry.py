@@ -22,9 +22,10 @@ from detectors.engine import DetectorEngine
 from detectors.loop import LoopDetector
 from detectors.spend import SpendDetector
 from watchdog.budgets import BudgetLedger
+from watchdog.detection import RuleInfo
 from watchdog.guard_api import GuardApi, add_guard_commands
 from watchdog.holds import HoldManager
-from watchdog.policy import AlertPolicy
+from watchdog.policy import AlertPolicy, validate_policy_rules
 from watchdog.pricing import Pricer
 from watchdog.settings import Settings
 
@@ -109,8 +110,16 @@ def wire_components(daemon: Daemon) -> None:
         daemon.components.append(dashboard)
 
 
+def known_rules() -> list[RuleInfo]:
+    """Return every rule id the shipped detectors publish (policy keys are checked against them)."""
+    from detectors import context, drift, loop, spend
+
+    return [*loop.RULES, *spend.RULES, *drift.RULES, *context.RULES]
+
+
 def validate_config(settings: Settings) -> None:
     """Run every validation `watchdog run` runs before binding; raise ConfigError on a problem."""
+    validate_policy_rules(settings.enforcement.policy, known_rules())
     Pricer(settings.prices.overrides_file)
     validate_drift_context(settings.detectors)
     validate_alerting(settings)
