@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,10 @@ from typing import Any
 import yaml
 
 from tests.conftest import ROOT, DaemonProcess, DaemonThread, http_json
+from watchdog.guard import ActionDenied, Guard
 from watchdog.holds import HoldRules
 from watchdog.settings import EnforcementSettings
+from watchdog.verdicts import Scope
 
 
 def start_agent(url: str, tool: str = "send_email", agent: str = "mailer") -> subprocess.Popen[str]:
@@ -136,8 +139,6 @@ def test_slack_cancel_hook_cancels_by_scope(daemon_factory: Callable[..., Daemon
         ]["hold_id"]
         for s in ("s1", "s1", "s2")
     ]
-    from watchdog.verdicts import Scope
-
     cancel = d.d.services["cancel_holds"]
     cancelled = d.call(cancel(Scope("session", "s1"), actor="slack:U123"))
     assert sorted(h.id for h in cancelled) == sorted(ids[:2])
@@ -166,3 +167,28 @@ def test_hold_window_that_ended_while_down_fails_closed(
     d2 = daemon_factory(data_dir=data)
     got = http_json("GET", d2.url + f"/api/v1/holds/{hold.id}")[1]["hold"]
     assert (got["state"], got["decided_by"]) == ("cancelled", "system:restart")
+
+
+def test_cancelled_hold_gives_its_budget_back(daemon_factory: Callable[..., DaemonThread]) -> None:
+    d = daemon_factory(
+        budgets={"per_session_usd": 0.5},
+        enforcement={"risky_tools": ["order_*"], "hold_delay_s": 600},
+    )
+    guard = Guard(d.url, agent="buyer", session="s", timeout_s=10.0, cache="off")
+    outcome: list[BaseException] = []
+
+    def buy() -> None:
+        try:
+            guard.check(tool="order_parts", args={"qty": 500}, est_cost_usd=0.3)
+        except ActionDenied as err:
+            outcome.append(err)
+
+    t = threading.Thread(target=buy)
+    t.start()
+    hold = wait_for_pending(d.url)
+    http_json("POST", d.url + f"/api/v1/holds/{hold['hold_id']}/cancel", {"reason": "too many"})
+    t.join(60)
+    assert outcome and "cancelled by api: too many" in str(outcome[0])
+    # The $0.30 reserved for the cancelled order is free again: $0.40 fits a $0.50 cap.
+    assert guard.check(tool="llm", est_cost_usd=0.4).verdict == "allow"
+    guard.close()

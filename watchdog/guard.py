@@ -646,13 +646,19 @@ class Guard:
             state = hold.get("state")
             if state == "pending":
                 continue
+            if state == "cancelled" or got.get("verdict") == "kill":
+                reservation = answer.get("reservation_id")
+                if reservation:  # the action will not happen: give its budget back
+                    self._ask("POST", "/api/v1/release", {"reservation_id": reservation})
             if state == "cancelled":
                 raise ActionDenied(
                     f"held action cancelled by {hold.get('decided_by')}: {hold.get('reason')}", got
                 )
             if got.get("verdict") == "kill":
                 raise self._halt(got, source="watchdog")
-            return self._allowed({**answer, "verdict": "allow", "hold": hold}, est_cost_usd)
+            released = {**answer, "verdict": "allow", "hold": hold}
+            released["reason"] = f"held action {hold_id} released: {hold.get('reason')}"
+            return self._allowed(released, est_cost_usd)
 
     def _ask(self, method: str, path: str, body: Any) -> dict[str, Any] | None:
         """Call watchdog through the breaker; None means unreachable (offline policy)."""
