@@ -17,12 +17,13 @@ from aiohttp import web
 
 from alerts.api import AlertingApi
 from alerts.dispatch import AlertingMetrics, Dispatcher
+from alerts.holds_slack import HoldControl, SlackHoldNotifier
 from alerts.nflog import NotificationLog
 from alerts.receivers import LogReceiver, Receiver, WebhookReceiver
 from alerts.routing import Route, build_routes, receivers_used
 from alerts.silences import SilenceStore
 from alerts.slack import SlackReceiver
-from alerts.slack_inbound import CancelHolds, SlackInbound
+from alerts.slack_inbound import SlackInbound
 from watchdog.alertstore import AlertStore
 from watchdog.errors import ConfigError
 from watchdog.lifecycle import Supervisor
@@ -123,7 +124,7 @@ class AlertingComponent:
         supervisor: Supervisor,
         link_base: Callable[[], str],
         clock: Callable[[], float] = time.time,
-        cancel_holds: CancelHolds | None = None,
+        holds: HoldControl | None = None,
     ) -> None:
         root, receivers = build_tree(settings)
         self.settings = settings
@@ -157,9 +158,15 @@ class AlertingComponent:
             supervisor=supervisor,
             metrics=self.metrics,
             clock=clock,
-            cancel_holds=cancel_holds,
+            holds=holds,
         )
         self.api = AlertingApi(self)
+        # Held actions go to the first Slack receiver at once, with a Cancel button.
+        slack = next((r for r in receivers.values() if isinstance(r, SlackReceiver)), None)
+        self.hold_notifier: SlackHoldNotifier | None = None
+        if holds is not None and slack is not None and settings.alerting.slack_holds:
+            self.hold_notifier = SlackHoldNotifier(slack)
+            holds.subscribe(self.hold_notifier.on_hold)
         # Listeners are registered now (wiring time) and ignore events until start() has
         # rebuilt the groups; the rebuild reads the alert store's in-memory state, so an
         # alert recorded before start is not missed either.
@@ -185,6 +192,8 @@ class AlertingComponent:
         await self.dispatcher.load()
         self.dispatcher.running = True  # no await between load() and here: no event lost
         self._tasks.append(self.supervisor.spawn(self.dispatcher.run(), name="alerts-dispatcher"))
+        if self.hold_notifier is not None:
+            self._tasks.append(self.supervisor.spawn(self.hold_notifier.run(), name="alerts-holds"))
         for name, worker in self.dispatcher.workers.items():
             self._tasks.append(
                 self.supervisor.spawn(self.dispatcher.work(worker), name=f"alerts-receiver-{name}")
@@ -198,7 +207,10 @@ class AlertingComponent:
 
     async def settle(self) -> None:
         """Return once nothing is due, no delivery is queued or running, no Slack task runs."""
-        while not (self.dispatcher.is_idle() and self.inbound.idle):
+        notifier = self.hold_notifier
+        while not (
+            self.dispatcher.is_idle() and self.inbound.idle and (notifier is None or notifier.idle)
+        ):
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -238,7 +250,7 @@ def build_alerting(daemon: Daemon) -> AlertingComponent:
         verdicts=daemon.verdicts,
         supervisor=daemon.supervisor,
         link_base=link_base,
-        cancel_holds=daemon.services.get("cancel_holds"),
+        holds=daemon.services.get("holds"),
     )
     component.add_routes(daemon.app)
     daemon.metric_registries.append(component.metrics.registry)

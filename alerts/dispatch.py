@@ -365,7 +365,7 @@ class Dispatcher:
         now = self.clock()
         if self._ticking or self._to_resolve or self._next_due(now) <= now:
             return False
-        return all(w.idle or w.disabled for w in self.workers.values())
+        return all(w.idle for w in self.workers.values())
 
     # -- delivery --------------------------------------------------------------------
     async def work(self, worker: DeliveryWorker) -> None:

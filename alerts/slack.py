@@ -303,18 +303,18 @@ class SlackReceiver:
         channel, ts = state.get("channel"), state.get("ts")
         if channel and ts:
             try:
-                await self._call("chat_update", channel=channel, ts=ts, text=text, blocks=blocks)
+                await self.call("chat_update", channel=channel, ts=ts, text=text, blocks=blocks)
             except _MessageGone:
                 logger.info(
                     "slack message %s of group %s is gone; posting a new one", ts, n.group_key
                 )
             else:
                 if self._thread_replies and n.note:
-                    await self._call(
+                    await self.call(
                         "chat_postMessage", channel=channel, thread_ts=ts, text=clip(n.note, 3000)
                     )
                 return {"channel": channel, "ts": ts}
-        resp = await self._call(
+        resp = await self.call(
             "chat_postMessage",
             channel=self.channel,
             text=text,
@@ -324,7 +324,8 @@ class SlackReceiver:
         )
         return {"channel": resp.get("channel") or self.channel, "ts": resp.get("ts")}
 
-    async def _call(self, method: str, **kwargs: Any) -> Mapping[str, Any]:
+    async def call(self, method: str, **kwargs: Any) -> Mapping[str, Any]:
+        """Call one Web API method, paced; raise RetryableError, PermanentError or ReceiverBroken."""
         # Slack allows about one message per second per channel: pace here rather than
         # collect 429s.
         wait = self._last_call + self._min_interval_s - self._monotonic()

@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -32,6 +32,7 @@ from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from alerts.dispatch import AlertingMetrics, Dispatcher
+from alerts.holds_slack import ACTION_CANCEL_HOLD, HoldControl
 from alerts.matchers import Matcher, is_matcher, split_words
 from alerts.silences import SilenceStore, parse_duration
 from alerts.slack import (
@@ -63,11 +64,10 @@ HELP = (
     "• `kill [agent|session|trace] <id> [reason]` — stop it until someone resumes\n"
     "• `pause [agent|session|trace] <id> [reason]` — hold it (expires)\n"
     "• `resume [agent|session|trace] <id>` — clear its verdict\n"
+    "• `cancel <hold id>` or `cancel [agent|session|trace] <id>` — cancel held actions\n"
     "• `silence <label=value>… [duration] [comment]` — e.g. `silence agent=bot detector=loop 2h`\n"
     "• `silence list` · `silence expire <id>`"
 )
-ActionFn = Callable[[], Coroutine[Any, Any, dict[str, Any]]]
-CancelHolds = Callable[..., Awaitable[Any]]
 
 
 class _Clock(Clock):
@@ -98,7 +98,7 @@ class SlackInbound:
         supervisor: Supervisor,
         metrics: AlertingMetrics,
         clock: Callable[[], float] = time.time,
-        cancel_holds: CancelHolds | None = None,
+        holds: HoldControl | None = None,
     ) -> None:
         secret = slack.signing_secret.get_secret_value() if slack.signing_secret else ""
         self._verifier = SignatureVerifier(secret, clock=_Clock(clock)) if secret.strip() else None
@@ -115,7 +115,7 @@ class SlackInbound:
         self.supervisor = supervisor
         self.metrics = metrics
         self.clock = clock
-        self.cancel_holds = cancel_holds
+        self.holds = holds
         self.tasks: set[asyncio.Task[Any]] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
@@ -250,7 +250,7 @@ class SlackInbound:
             return await self._status()
         if sub == "top":
             return await self._top()
-        if sub in ("kill", "pause", "resume", "silence"):
+        if sub in ("kill", "pause", "resume", "silence", "cancel"):
             if sub == "silence" and args[:1] == ["list"]:
                 return self._silence_list()
             if not self.may_act(user, channel):
@@ -258,6 +258,8 @@ class SlackInbound:
                 return self._forbidden(user, sub)
             if sub == "silence":
                 return await self._silence(args, user)
+            if sub == "cancel":
+                return await self._cancel_command(args, user)
             return await self._verdict_command(sub, args, user)
         return _reply(HELP)
 
@@ -324,7 +326,41 @@ class SlackInbound:
         except VerdictError as err:
             return _reply(f"Refused: {err}")
         verb = {"kill": "killed", "pause": "paused"}[sub]
-        return _reply(f"<@{user}> {verb} {scope.type} `{scope.value}` ({reason}).", in_channel=True)
+        held = await self._cancel_held(scope, actor, f"{sub} from Slack")
+        return _reply(
+            f"<@{user}> {verb} {scope.type} `{scope.value}` ({reason}).{held}", in_channel=True
+        )
+
+    async def _cancel_held(self, scope: Scope, actor: str, reason: str) -> str:
+        """Cancel the scope's pending held actions (nothing held lands in a stopped run)."""
+        if self.holds is None:
+            return ""
+        try:
+            cancelled = await self.holds.cancel_scope(scope, actor=actor, reason=reason)
+        except Exception:
+            logger.warning("cancelling held actions of %s failed", scope, exc_info=True)
+            return ""
+        return f" Cancelled {len(cancelled)} held action(s)." if cancelled else ""
+
+    async def _cancel_command(self, args: list[str], user: str) -> dict[str, Any]:
+        if self.holds is None:
+            return _reply("Held actions are not enabled in this watchdog.")
+        actor = f"slack:{user}"
+        if len(args) == 1 and args[0].lower() not in SCOPE_TYPES:
+            was_pending = any(h.id == args[0] for h in self.holds.pending())
+            hold = await self.holds.cancel(args[0], actor=actor, reason="cancelled from Slack")
+            if hold is not None and was_pending and hold.decided_by == actor:
+                return _reply(
+                    f"<@{user}> cancelled held `{hold.tool}` ({hold.id}).", in_channel=True
+                )
+            if hold is not None:
+                return _reply(f"Held action `{hold.id}` was already {hold.state}.")
+        target = await self._target(args)
+        if isinstance(target, str):
+            return _reply(target)
+        scope, _ = target
+        held = await self._cancel_held(scope, actor, "cancelled from Slack")
+        return _reply(held.strip() or f"No pending held action on {scope.type} `{scope.value}`.")
 
     async def _resume(
         self, scopes: list[Scope], actor: str, reason: str, user: str
@@ -333,11 +369,6 @@ class SlackInbound:
         for scope in scopes:
             if await self.verdicts.clear(scope, actor=actor, reason=reason) is not None:
                 cleared.append(f"{scope.type} `{scope.value}`")
-            if self.cancel_holds is not None:
-                try:
-                    await self.cancel_holds(scope, actor=actor)
-                except Exception:
-                    logger.warning("cancelling held actions of %s failed", scope, exc_info=True)
         if not cleared:
             names = ", ".join(f"{s.type} `{s.value}`" for s in scopes)
             return _reply(f"No verdict stands on {names}; nothing to resume.")
@@ -439,12 +470,15 @@ class SlackInbound:
         self, action_id: str, value: str, user: str, channel: str
     ) -> dict[str, Any]:
         """Execute one button of an alert message and return the follow-up message."""
-        if action_id not in (ACTION_KILL, ACTION_PAUSE, ACTION_RESUME, ACTION_SILENCE):
+        buttons = (ACTION_KILL, ACTION_PAUSE, ACTION_RESUME, ACTION_SILENCE, ACTION_CANCEL_HOLD)
+        if action_id not in buttons:
             return _reply("Unknown button.")
         if not self.may_act(user, channel):
             self.metrics.slack_inbound.labels("interactions", "forbidden").inc()
             verb = action_id.removeprefix("watchdog_").split("_")[0]
             return self._forbidden(user, verb)
+        if action_id == ACTION_CANCEL_HOLD:
+            return await self._cancel_button(value, user)
         try:
             ref = json.loads(value)
             alert_id, group_key = str(ref["alert"]), str(ref.get("group", ""))
@@ -481,7 +515,25 @@ class SlackInbound:
         except VerdictError as err:
             return _reply(f"Refused: {err}")
         verb = {"kill": "killed", "pause": "paused"}[state]
-        return _reply(f"<@{user}> {verb} {scope.type} `{scope.value}`.", in_channel=True)
+        held = await self._cancel_held(scope, actor, f"{state} from Slack")
+        return _reply(f"<@{user}> {verb} {scope.type} `{scope.value}`.{held}", in_channel=True)
+
+    async def _cancel_button(self, value: str, user: str) -> dict[str, Any]:
+        try:
+            hold_id = str(json.loads(value)["hold"])
+        except (ValueError, KeyError, TypeError):
+            return _reply("This button carries no held-action reference.")
+        if self.holds is None:
+            return _reply("Held actions are not enabled in this watchdog.")
+        was_pending = any(h.id == hold_id for h in self.holds.pending())
+        hold = await self.holds.cancel(
+            hold_id, actor=f"slack:{user}", reason="cancelled from Slack"
+        )
+        if hold is None:
+            return _reply(f"No held action `{hold_id}`.")
+        if not was_pending or hold.decided_by != f"slack:{user}":
+            return _reply(f"Too late: `{hold.tool}` was already {hold.state}.")
+        return _reply(f"<@{user}> cancelled held `{hold.tool}` of `{hold.agent}`.", in_channel=True)
 
     async def _silence_group(self, alert: Alert, group_key: str, user: str) -> dict[str, Any]:
         group = self.dispatcher.groups.get(group_key)

@@ -454,6 +454,9 @@ class AlertingSettings(Section):
     slack_ack_s: float = Field(
         2.0, gt=0, lt=3, description="Work a slash command does before answering (Slack waits 3 s)."
     )
+    slack_holds: bool = Field(
+        True, description="Post each held action to Slack at once, with a Cancel button."
+    )
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> AlertingSettings:
