@@ -223,6 +223,11 @@ class AlertingComponent:
             return
         self._stopped = True
         self.dispatcher.running = False
+        # A delivery cut between Slack's answer and the log write would be sent again at
+        # the next start: let the ones in flight finish (bounded), then cancel.
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and any(w.busy for w in self.dispatcher.workers.values()):
+            await asyncio.sleep(0.02)
         tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
