@@ -407,6 +407,7 @@ class Pricer:
     MAX_CACHED_MODELS: Final = 4096
 
     def __init__(self, overrides_file: Path | None = None) -> None:
+        """Load and validate `overrides_file` (ConfigError if wrong) and the bundled table."""
         self.overrides_file = overrides_file
         entries = load_overrides(overrides_file) if overrides_file is not None else []
         self._overrides = [_CompiledOverride(e) for e in entries]

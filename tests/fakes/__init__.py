@@ -1,0 +1,1 @@
+"""Fakes of the things at watchdog's process boundary (an LLM endpoint, ...), for tests and scripts."""
