@@ -43,7 +43,9 @@ class Daemon:
         self.supervisor = Supervisor()
         self.supervisor.on_critical_crash.append(lambda name: self.request_stop(exit_code=1))
         self.queue = IngestQueue(settings.ingest.max_queued_spans, settings.ingest.retry_after_s)
-        self.writer = BatchWriter(self.queue, self.store.write_spans, settings.ingest.max_batch_spans)
+        self.writer = BatchWriter(
+            self.queue, self.store.write_spans, settings.ingest.max_batch_spans
+        )
         self.alerts = AlertStore(self.store)
         self.verdicts = VerdictStore(
             self.store,

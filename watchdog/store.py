@@ -191,16 +191,18 @@ class Store:
             "CREATE TABLE IF NOT EXISTS schema_version ("
             "version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP DEFAULT now())"
         )
-        row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        current = int(row[0]) if row else 0
+        applied = {int(r[0]) for r in con.execute("SELECT version FROM schema_version").fetchall()}
         known = list_migrations()
-        if known and current > known[-1][0]:
+        newest_known = known[-1][0] if known else 0
+        if applied and max(applied) > newest_known:
             raise ConfigError(
-                f"database {self.path} has schema version {current}, newer than this "
-                f"watchdog knows ({known[-1][0]}); upgrade watchdog"
+                f"database {self.path} has schema version {max(applied)}, newer than this "
+                f"watchdog knows ({newest_known}); upgrade watchdog"
             )
+        # Apply every shipped migration not yet recorded, in number order; a gap left by a
+        # migration added later with a lower number is filled too.
         for version, name, sql in known:
-            if version <= current:
+            if version in applied:
                 continue
             logger.info("applying migration %s", name)
             con.execute("BEGIN")
