@@ -28,8 +28,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from watchdog.errors import ConfigError
 from watchdog.detection import DetectorSettings
+from watchdog.errors import ConfigError
 
 _CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "watchdog_config_file", default=None
@@ -112,9 +112,7 @@ class BudgetCaps(Section):
 
     per_run_usd: float | None = Field(None, gt=0, description="Cap per run (one trace).")
     per_session_usd: float | None = Field(None, gt=0, description="Cap per session.")
-    per_agent_day_usd: float | None = Field(
-        None, gt=0, description="Cap per agent per UTC day."
-    )
+    per_agent_day_usd: float | None = Field(None, gt=0, description="Cap per agent per UTC day.")
 
 
 class BudgetSettings(BudgetCaps):
@@ -250,7 +248,9 @@ class EnforcementSettings(Section):
     pause_timeout_s: float = Field(
         3600.0, gt=0, description="A pause without its own ttl ends after this long."
     )
-    deny_ttl_s: float = Field(300.0, gt=0, description="A deny without its own ttl ends after this long.")
+    deny_ttl_s: float = Field(
+        300.0, gt=0, description="A deny without its own ttl ends after this long."
+    )
     reservation_ttl_s: float = Field(
         300.0, gt=0, description="A budget reservation no span settled is released after this long."
     )
@@ -496,11 +496,11 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     sql: SqlSettings = Field(default_factory=SqlSettings)  # type: ignore[arg-type]
-    prices: PriceSettings = Field(default_factory=PriceSettings)
+    prices: PriceSettings = Field(default_factory=PriceSettings)  # type: ignore[arg-type]
     slack: SlackSettings = Field(default_factory=SlackSettings)  # type: ignore[arg-type]
     budgets: BudgetSettings = Field(default_factory=BudgetSettings)  # type: ignore[arg-type]
-    enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)  # type: ignore[arg-type]
     detectors: DetectorSettings = Field(default_factory=DetectorSettings)  # type: ignore[arg-type]
+    enforcement: EnforcementSettings = Field(default_factory=EnforcementSettings)  # type: ignore[arg-type]
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)  # type: ignore[arg-type]
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)  # type: ignore[arg-type]
 
