@@ -185,17 +185,29 @@ def client(url: str, work: queue.Queue[bytes], latencies: list[float], errors: l
 
 
 def peak_rss_mib(pid: int) -> float:
+    """Peak RSS of `pid` plus its descendants (decode workers), in MiB."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        total += sum(peak_rss_mib(int(c)) for c in children)
+    return total
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spans", type=int, default=600_000)
-    ap.add_argument("--clients", type=int, default=6)
-    ap.add_argument("--runs-per-request", type=int, default=8)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--runs-per-request", type=int, default=20)
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ENV=VALUE",
+        help="daemon setting as a WATCHDOG_* variable, e.g. WATCHDOG_DETECTORS__ENABLED=false",
+    )
     args = ap.parse_args()
 
     print(
@@ -207,6 +219,7 @@ def main() -> None:
     mib = sum(map(len, bodies)) / 2**20
     print(f"  {len(bodies)} requests, {mib:.0f} MiB of protobuf", flush=True)
 
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
             [sys.executable, "-m", "watchdog", "run", "--port", "0", "--data-dir", tmp],
@@ -214,6 +227,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
             text=True,
             cwd=ROOT,
+            env={**os.environ, **dict(kv.split("=", 1) for kv in args.set)},
         )
         assert proc.stdout is not None
         url = ""
@@ -265,7 +279,9 @@ def main() -> None:
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
     print()
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+          f"load average before: {load_before}")
+    print(f"daemon settings: {' '.join(args.set) or '(defaults)'}")
     print(f"spans sent & acknowledged : {n_spans:,} (stored: {stored:,})")
     print(f"elapsed                   : {elapsed:.2f} s")
     print(f"committed spans/s         : {n_spans / elapsed:,.0f}")
@@ -274,7 +290,7 @@ def main() -> None:
         f"({len(latencies)} requests of {n_spans // len(latencies)} spans)"
     )
     print(f"503 refusals (retried)    : {len(errors)}")
-    print(f"daemon peak RSS           : {rss:.0f} MiB")
+    print(f"daemon peak RSS (+workers) : {rss:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from collectors.otlp import decode_request, parse_json, parse_protobuf
+from collectors.decode_pool import DecodePool
+from collectors.otlp import DecodedRequest, decode_request, parse_json, parse_protobuf
 from watchdog.errors import PermanentError, RetryableError
 from watchdog.pipeline import IngestQueue
 from watchdog.pricing import Pricer
@@ -74,9 +75,16 @@ class OtlpHttpCollector:
     """The aiohttp handler of `/v1/traces` feeding the ingest queue."""
 
     def __init__(
-        self, queue: IngestQueue, pricer: Pricer, *, max_body_bytes: int, ack_timeout_s: float
+        self,
+        queue: IngestQueue,
+        pricer: Pricer,
+        *,
+        max_body_bytes: int,
+        ack_timeout_s: float,
+        decode_pool: DecodePool | None = None,
     ) -> None:
         self._queue = queue
+        self._pool = decode_pool
         self._pricer = pricer
         self._max_body_bytes = max_body_bytes
         self._ack_timeout_s = ack_timeout_s
@@ -116,12 +124,15 @@ class OtlpHttpCollector:
             )
         try:
             body = await self._read_body(request)
-            req = parse_json(body) if ctype == JSON else parse_protobuf(body)
-            decoded = decode_request(req, self._pricer)
+            decoded = await self._decode(body, ctype == JSON)
         except BodyTooLarge as err:
             return _status_response(413, _CODE_RESOURCE_EXHAUSTED, str(err), ctype)
         except PermanentError as err:
             return _status_response(400, _CODE_INVALID_ARGUMENT, str(err), ctype)
+        except RetryableError as err:
+            return _status_response(
+                503, _CODE_UNAVAILABLE, str(err), ctype, headers={"Retry-After": "1"}
+            )
         METRICS.spans_received.inc(len(decoded.batch) + decoded.rejected)
         if decoded.rejected:
             METRICS.spans_rejected.inc(decoded.rejected)
@@ -145,6 +156,12 @@ class OtlpHttpCollector:
                     headers={"Retry-After": "1"},
                 )
         return self._success(decoded.rejected, decoded.messages, ctype)
+
+    async def _decode(self, body: bytes, is_json: bool) -> DecodedRequest:
+        if self._pool is not None and body:
+            return await self._pool.decode(body, is_json)
+        req = parse_json(body) if is_json else parse_protobuf(body)
+        return decode_request(req, self._pricer)
 
     def _success(self, rejected: int, messages: list[str], ctype: str) -> web.Response:
         METRICS.requests.labels(status="200").inc()

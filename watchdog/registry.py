@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from alerts.actuators import AgentIndex, SignalActuator, WebhookActuator
 from alerts.cli import add_silence_commands
 from alerts.component import build_alerting, validate_alerting
+from collectors.decode_pool import DecodePool
 from collectors.otlp_http import OtlpHttpCollector
 from dashboards.app import DashboardApp
 from detectors.context import ContextDetector
@@ -36,11 +37,16 @@ if TYPE_CHECKING:
 def wire_components(daemon: Daemon) -> None:
     """Create every component of `daemon`, mount its routes and append it to the start list."""
     settings = daemon.settings
+    decode_pool = None
+    if settings.ingest.decode_workers:
+        decode_pool = DecodePool(settings.ingest.decode_workers, settings.prices.overrides_file)
+        daemon.components.append(decode_pool)
     collector = OtlpHttpCollector(
         daemon.queue,
         daemon.pricer,
         max_body_bytes=settings.server.max_body_bytes,
         ack_timeout_s=settings.ingest.ack_timeout_s,
+        decode_pool=decode_pool,
     )
     collector.add_routes(daemon.app)
 

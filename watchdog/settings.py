@@ -78,6 +78,11 @@ class IngestSettings(Section):
         30.0, gt=0, description="How long a request waits for its commit before answering 503."
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with a 503 when full.")
+    decode_workers: int = Field(
+        0,
+        ge=0,
+        description="Processes that decode OTLP bodies off the event loop (0: decode inline).",
+    )
     shutdown_drain_s: float = Field(
         20.0, gt=0, description="Longest SIGTERM waits for queued spans to commit."
     )

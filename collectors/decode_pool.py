@@ -1,0 +1,90 @@
+"""Decode OTLP request bodies in worker processes, so the event loop only unpickles rows.
+
+Decoding and normalizing a span costs tens of microseconds of pure Python; on the event
+loop that competes with HTTP, detection and the writer for one GIL. A worker process
+turns a body into a `DecodedRequest` (span rows + steps) on another core and sends it
+back pickled, which costs the loop a fraction of decoding it. Workers are stateless
+apart from their Pricer, so a crashed worker only fails the requests it held (503,
+the client retries) and the pool is rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+from collectors.otlp import DecodedRequest, decode_request, parse_json, parse_protobuf
+from watchdog.errors import RetryableError
+from watchdog.pricing import Pricer
+
+logger = logging.getLogger(__name__)
+
+_PRICER: Pricer | None = None
+
+
+def _init_worker(overrides_file: Path | None) -> None:
+    global _PRICER
+    _PRICER = Pricer(overrides_file)
+
+
+def _decode(body: bytes, is_json: bool) -> DecodedRequest:
+    assert _PRICER is not None, "worker not initialized"
+    req = parse_json(body) if is_json else parse_protobuf(body)
+    return decode_request(req, _PRICER)
+
+
+class DecodePool:
+    """A pool of decoding processes with the Component lifecycle."""
+
+    name = "decode-pool"
+
+    def __init__(self, workers: int, overrides_file: Path | None) -> None:
+        self._workers = workers
+        self._overrides_file = overrides_file
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # forkserver: the daemon runs DuckDB threads, and forking a threaded process is unsafe.
+        return ProcessPoolExecutor(
+            self._workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_init_worker,
+            initargs=(self._overrides_file,),
+        )
+
+    async def start(self) -> None:
+        """Start the workers and wait until each has imported its code."""
+        if self._pool is not None:
+            return
+        self._pool = self._new_pool()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(self._pool, _init_worker, self._overrides_file)
+                for _ in range(self._workers)
+            )
+        )
+
+    async def stop(self) -> None:
+        """Stop the workers (after intake has stopped); safe twice and before start."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
+
+    async def decode(self, body: bytes, is_json: bool) -> DecodedRequest:
+        """Decode one body in a worker; PermanentError for bad input, RetryableError if a worker died."""
+        if self._pool is None:
+            raise RetryableError("decoder is not running", retry_after=1)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, _decode, body, is_json)
+        except BrokenProcessPool as err:
+            logger.error("a decode worker died; restarting the pool")
+            old, self._pool = self._pool, self._new_pool()
+            if old is not None:
+                old.shutdown(wait=False, cancel_futures=True)
+            raise RetryableError("decoder restarted", retry_after=1) from err
