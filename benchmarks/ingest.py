@@ -279,8 +279,10 @@ def main() -> None:
     p50 = statistics.median(latencies) * 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] * 1000
     print()
-    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-          f"load average before: {load_before}")
+    print(
+        f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
+        f"load average before: {load_before}"
+    )
     print(f"daemon settings: {' '.join(args.set) or '(defaults)'}")
     print(f"spans sent & acknowledged : {n_spans:,} (stored: {stored:,})")
     print(f"elapsed                   : {elapsed:.2f} s")
