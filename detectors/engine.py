@@ -391,7 +391,9 @@ class DetectorEngine:
             logger.info("rebuilt detector state of %d sessions (%d steps)", len(groups), len(rows))
 
     # -- periodic ---------------------------------------------------------------------
-    def _trigger_periodic(self, det: PeriodicDetector) -> None:
+    async def _trigger_periodic(self, det: PeriodicDetector) -> None:
+        # A coroutine job: AsyncIOScheduler runs it on the event loop (a plain function
+        # would run in a worker thread, where no task can be created).
         running = self._periodic_tasks.get(det.name)
         if running is not None and not running.done():
             return  # the previous run is still going; skip rather than pile up

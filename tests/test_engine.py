@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -173,6 +174,32 @@ def test_periodic_detectors_run_at_start_and_record(daemon: DaemonThread) -> Non
     assert [json.loads(r[3])["steps"] for r in alerts(daemon, "periodic")] == [4]
     daemon.call(engine.stop())
     daemon.call(engine.stop())  # idempotent
+
+
+class TickingDetector:
+    """A periodic detector on a short interval that signals its second run."""
+
+    name = "tick"
+    interval_s = 0.2
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.second = asyncio.Event()
+
+    async def run(self, history: History, now_ns: int) -> Sequence[Finding]:
+        self.runs += 1
+        if self.runs >= 2:
+            self.second.set()
+        return ()
+
+
+def test_the_scheduler_runs_periodic_detectors_on_the_event_loop(daemon: DaemonThread) -> None:
+    ticker = TickingDetector()
+    engine = attach_engine(daemon, ticker)  # run 1 happens in start()
+    daemon.call(asyncio.wait_for(ticker.second.wait(), 20))  # run 2 comes from APScheduler
+    assert ticker.runs >= 2
+    assert engine.metrics.errors.labels("tick")._value.get() == 0
+    daemon.call(engine.stop())
 
 
 def test_stop_before_start_is_safe(daemon: DaemonThread) -> None:
