@@ -17,12 +17,14 @@ from collectors.decode_pool import DecodePool
 from collectors.otlp_http import OtlpHttpCollector
 from dashboards.app import DashboardApp
 from detectors.context import ContextDetector
+from detectors.context_rules import ContextRule, load_rules
 from detectors.drift import DriftDetector, validate_drift_context
 from detectors.drift_judge import DriftJudge
 from detectors.engine import DetectorEngine
 from detectors.loop import LoopDetector
 from detectors.spend import SpendDetector
 from watchdog.budgets import BudgetLedger
+from watchdog.demo import add_demo_command
 from watchdog.detection import RuleInfo
 from watchdog.guard_api import GuardApi, add_guard_commands
 from watchdog.holds import HoldManager
@@ -123,6 +125,11 @@ def known_rules() -> list[RuleInfo]:
     return [*loop.RULES, *spend.RULES, *drift.RULES, *context.RULES]
 
 
+def shipped_context_rules() -> list[ContextRule]:
+    """Return the declarative context rules shipped in detectors/rules/ (for the docs)."""
+    return load_rules([])
+
+
 def validate_config(settings: Settings) -> None:
     """Run every validation `watchdog run` runs before binding; raise ConfigError on a problem."""
     validate_policy_rules(settings.enforcement.policy, known_rules())
@@ -135,3 +142,4 @@ def add_cli_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], N
     """Register the subcommands the plugin packages contribute (none yet)."""
     add_guard_commands(sub, add_common)
     add_silence_commands(sub, add_common)
+    add_demo_command(sub)  # issue 8: `watchdog demo`
