@@ -376,6 +376,14 @@ def test_schema_reference_matches_the_migrated_database() -> None:
     assert "| `cost_usd` | `DOUBLE` | yes |" in text
 
 
+def test_the_demo_doc_shows_the_queries_the_demo_prints() -> None:
+    from watchdog.demo.report import QUERIES
+
+    text = (ROOT / "docs" / "demo.md").read_text()
+    for _, query in QUERIES:
+        assert f'"{query}"' in text
+
+
 def test_the_demo_doc_shows_the_demo_settings() -> None:
     shown = next(
         yaml.safe_load(b.text)

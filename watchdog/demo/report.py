@@ -36,9 +36,11 @@ QUERIES: tuple[tuple[str, str], ...] = (
         "SELECT agent_name, detector, rule, severity, summary FROM alerts ORDER BY created_at",
     ),
     (
-        "what was done about it, and by whom",
-        "SELECT changed_at, scope_type, scope_value, action, state, actor FROM verdict_audit "
-        "ORDER BY changed_at",
+        "what was done about it, and by whom: verdicts and held actions",
+        "SELECT changed_at AS at_time, action || ' ' || coalesce(state, '') AS what, "
+        "scope_type || ' ' || scope_value AS target, actor AS by_whom FROM verdict_audit "
+        "UNION ALL SELECT coalesce(decided_at, created_at), 'hold ' || state, "
+        "agent_name || ' ' || tool_name, coalesce(decided_by, 'pending') FROM holds ORDER BY at_time",
     ),
     (
         "what each agent spent",
@@ -374,7 +376,6 @@ def render(demo: Demo, report: Report) -> None:
         for c in failures:
             if c.trace:
                 say(f"  {c.mode + ' run:':<13} {demo.url}/runs/{c.trace}")
-        say(f"  held actions: watchdog hold list --url {demo.url}")
         where = f"--url {demo.url}"
     elif demo.keep_data:
         say(f"  the daemon has stopped; its data stays in {demo.data_dir}")
