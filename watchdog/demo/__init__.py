@@ -25,7 +25,9 @@ def add_demo_command(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="run a fleet of simulated agents and watch watchdog catch each failure",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description="Run five agents (the openai client, OpenInference, the OTel SDK and "
+        "watchdog.guard) against a local fake LLM and watch watchdog catch a loop, goal drift, "
+        "a wrong-context email and a cost explosion, while the normal agents stay quiet.",
     )
     p.add_argument(
         "--once",

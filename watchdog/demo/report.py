@@ -215,9 +215,16 @@ def _loop(check: Check, run: RunResult, ev: _Evidence, demo: Demo) -> None:
     if not any(a["state"] == "kill" and a["actor"] == "detector:loop.repeat_error" for a in sets):
         check.problems.append("no kill set by detector:loop.repeat_error")
     if end.get("outcome") == "halted" and end.get("verdict") == "kill":
+        late = calls - scenarios.LOOP_KILL_AT
         check.done.append(
-            f"its guard raised AgentHalted: {calls} fetch_invoice calls ran, the kill rung "
-            f"is {scenarios.LOOP_KILL_AT}; a restarted agent stops at its first check"
+            f"its guard raised AgentHalted after {calls} failing fetch_invoice calls (the kill "
+            f"fired at {scenarios.LOOP_KILL_AT}"
+            + (
+                f"; {late} more {'was' if late == 1 else 'were'} already under way)"
+                if late > 0
+                else ")"
+            )
+            + "; a restarted agent stops at its first check"
         )
     else:
         check.problems.append(f"the agent was not halted by a kill ({end.get('outcome')})")

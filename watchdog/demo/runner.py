@@ -383,7 +383,10 @@ class Demo:
 
     def _end_line(self, name: str, r: RunResult) -> str:
         e = r.end
-        counts = f"{e.get('llm_calls')} model calls, {e.get('tool_calls')} tool calls, ${e.get('usd', 0):.4f}"
+        counts = (
+            f"{_count(e.get('llm_calls'), 'model call')}, {_count(e.get('tool_calls'), 'tool call')}"
+            f", ${e.get('usd', 0):.4f}"
+        )
         if r.spec.role == "normal":
             return f"  {name:<13} normal run {r.spec.index}: {e.get('outcome')} ({counts})"
         how = e.get("outcome")
@@ -487,6 +490,10 @@ class Demo:
             self._log_handler.close()
         if not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _count(n: Any, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _clip(text: Any, n: int) -> str:
