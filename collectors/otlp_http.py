@@ -97,9 +97,19 @@ class OtlpHttpCollector:
 
     async def _read_body(self, request: web.Request) -> bytes:
         # Read at most the cap (+1 to detect overflow) so a huge body never sits in memory.
-        raw = await request.content.read(self._max_body_bytes + 1)
-        if len(raw) > self._max_body_bytes:
-            raise BodyTooLarge(f"body exceeds {self._max_body_bytes} bytes")
+        # StreamReader.read(n) returns what has arrived so far, not n bytes: read to the end
+        # of the body, stopping as soon as it passes the cap.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(self._max_body_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                raise BodyTooLarge(f"body exceeds {self._max_body_bytes} bytes")
+        raw = b"".join(chunks)
         encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding == "gzip":
             return gunzip_capped(raw, self._max_body_bytes)

@@ -196,3 +196,25 @@ def test_random_bytes_never_crash_the_daemon(daemon: DaemonThread) -> None:
         status, _, _ = post(daemon.url, os.urandom(n))
         assert status in (200, 400)
     assert http_json("GET", daemon.url + "/healthz")[0] == 200
+
+
+def test_body_arriving_in_pieces_is_read_whole(daemon: DaemonThread) -> None:
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    body = make_request([make_span(attrs=llm_attrs()) for _ in range(200)]).SerializeToString()
+    u = urlparse(daemon.url)
+    with socket.create_connection((u.hostname, u.port), timeout=30) as sock:
+        head = (
+            f"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        sock.sendall(head + body[:1000])
+        time.sleep(0.3)  # the rest arrives later, as on a slow or busy network
+        sock.sendall(body[1000:])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert count(daemon) == 200
