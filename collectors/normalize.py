@@ -43,7 +43,9 @@ Decisions (the lead relies on these):
   OpenInference arguments are `input.value` (not `tool.parameters`, the schema);
   Traceloop's are `traceloop.entity.input`, kept as sent (`{"args": [...], "kwargs": {...}}`).
   Structured values are stored as compact JSON, strings as given.
-* **Text**: `user_message` is the last user message of the step's input; for
+* **Text**: `user_message` is the last user message of the step's input and
+  `user_turns` the number of user messages in it (None when the input is not a message
+  list, so a person typing the same words again is still a new message); for
   OpenInference AGENT/CHAIN spans `input.value` and for Traceloop workflow/agent spans
   `traceloop.entity.input`. `output_text` is the text of the first output message
   (choice 0); when it has no text but requests tool calls, it holds one `name(arguments)`
@@ -460,10 +462,12 @@ def normalize_span(
 
     # --- text ---------------------------------------------------------------------------
     user_message: str | None = None
+    user_turns: int | None = None
     output_text: str | None = None
     if kind != "tool":
         if plan.input_text or event_prompt is not None:
-            user_message = _clip(_user_message(get, kind, traceloop_kind, event_prompt))
+            user_message, user_turns = _user_message(get, kind, traceloop_kind, event_prompt)
+            user_message = _clip(user_message)
         if plan.output_text or event_completion is not None:
             output_text = _clip(_output_text(get, kind, traceloop_kind, event_completion))
 
@@ -497,6 +501,7 @@ def normalize_span(
         output_text=output_text,
         task=_clip(_text_or_none(get("watchdog.task"))) if plan.task else None,
         span_name=name,
+        user_turns=user_turns,
     )
 
 
@@ -614,7 +619,11 @@ def _clip(text: str | None) -> str | None:
 
 def _user_message(
     get: Callable[[str], Any], kind: StepKind, traceloop_kind: Any, event_prompt: Any
-) -> str | None:
+) -> tuple[str | None, int | None]:
+    """The last user message's text and how many user messages the input holds.
+
+    The count is None when the input is not a message list (agent/chain `input.value`).
+    """
     value = get("gen_ai.input.messages")
     if value is not None:
         return _last_user_text(value)
@@ -631,10 +640,10 @@ def _user_message(
         return _last_user_flat(get, _OLD_PROMPT_ROLE, _OLD_PROMPT_CONTENT)
     if kind in ("agent", "other"):
         if get("openinference.span.kind") is not None:
-            return _text_or_none(get("input.value"))
+            return _text_or_none(get("input.value")), None
         if traceloop_kind in ("workflow", "agent"):
-            return _text_or_none(get("traceloop.entity.input"))
-    return None
+            return _text_or_none(get("traceloop.entity.input")), None
+    return None, None
 
 
 def _output_text(
@@ -665,26 +674,35 @@ def _output_text(
     return None
 
 
-def _last_user_text(value: Any) -> str | None:
-    """Text of the last `role == "user"` message of a message list (JSON text or decoded)."""
+def _last_user_text(value: Any) -> tuple[str | None, int | None]:
+    """The last `role == "user"` message's text and the number of user messages.
+
+    `value` is a message list as JSON text or decoded; the count is None when it is not
+    one.
+    """
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
         found = _last_user_message_in_json(value)
         if found is not None:
-            return _message_text(found)
+            turns = _user_count_in_json(value)
+            if turns is not None:
+                return _message_text(found), turns
         try:
             value = json.loads(value)
         except ValueError:
-            return None
+            return None, None
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list):
-        return None
-    for message in reversed(value):
+        return None, None
+    last: Mapping[str, Any] | None = None
+    turns = 0
+    for message in value:
         if isinstance(message, dict) and message.get("role") == "user":
-            return _message_text(message)
-    return None
+            turns += 1
+            last = message
+    return (_message_text(last) if last is not None else None), turns
 
 
 def _last_user_message_in_json(text: str) -> dict[str, Any] | None:
@@ -697,32 +715,80 @@ def _last_user_message_in_json(text: str) -> dict[str, Any] | None:
     object. None when the quick path does not apply (another spelling, or `role` not the
     object's first key); the caller then parses the whole text.
     """
-    first = text.find('"role"')
-    if first < 0:
+    needle = _user_needle(text)
+    if needle is None:
         return None
-    # One serializer wrote the whole array: learn its spelling from the first message.
-    needle = '"role": "user"' if text.startswith('"role": ', first) else '"role":"user"'
     end = len(text)
     while True:
         pos = text.rfind(needle, 0, end)
         if pos < 0:
             return None
         end = pos
-        start = pos - 1
-        while start >= 0 and text[start] in _WS:
-            start -= 1
-        if start < 0 or text[start] != "{":
+        start = _element_start(text, pos)
+        if start is None:
             return None  # role is not the first key: let the caller parse everything
-        before = start - 1
-        while before >= 0 and text[before] in _WS:
-            before -= 1
-        if before < 0 or text[before] not in "[,":
+        if start < 0:
             continue  # a nested object such as tool-call arguments
         try:
             message, _ = _JSON_DECODER.raw_decode(text, start)
         except ValueError:
             return None
         return message if isinstance(message, dict) else None
+
+
+def _user_needle(text: str) -> str | None:
+    """`"role": "user"` as the serializer of `text` spells it (None: no role key at all)."""
+    first = text.find('"role"')
+    if first < 0:
+        return None
+    # One serializer wrote the whole array: learn its spelling from the first message.
+    return '"role": "user"' if text.startswith('"role": ', first) else '"role":"user"'
+
+
+def _element_start(text: str, pos: int) -> int | None:
+    """Where the object whose first key is at `pos` opens, if it is an array element.
+
+    None when the key at `pos` is not its object's first key (the quick paths do not
+    apply); -1 when the object is not an array element (a nested object).
+    """
+    start = pos - 1
+    while start >= 0 and text[start] in _WS:
+        start -= 1
+    if start < 0 or text[start] != "{":
+        return None
+    before = start - 1
+    while before >= 0 and text[before] in _WS:
+        before -= 1
+    if before < 0 or text[before] not in "[,":
+        return -1
+    return start
+
+
+def _user_count_in_json(text: str) -> int | None:
+    """How many array elements of a JSON message array are user messages, without parsing.
+
+    Same rules as `_last_user_message_in_json` (None when they do not apply). The common
+    layouts (`json.dumps`, default or compact) are settled by three C-speed counts; only
+    other layouts or nested `role: user` objects are checked occurrence by occurrence.
+    """
+    needle = _user_needle(text)
+    if needle is None:
+        return 0
+    total = text.count(needle)
+    if total == 0:
+        return 0
+    sep = ", {" if needle[7] == " " else ",{"  # json.dumps pairs ", " with ": "
+    if text.count("[{" + needle) + text.count(sep + needle) == total:
+        return total
+    turns = 0
+    end = len(text)
+    while (pos := text.rfind(needle, 0, end)) >= 0:
+        end = pos
+        start = _element_start(text, pos)
+        if start is None:
+            return None
+        turns += start >= 0
+    return turns
 
 
 def _first_message_text(value: Any) -> str | None:
@@ -800,8 +866,9 @@ def _call_line(name: Any, arguments: Any) -> str:
     return f"{_str_or_none(name) or '?'}({_text_or_none(arguments) or ''})"
 
 
-def _last_user_flat_openinference(get: Callable[[str], Any]) -> str | None:
+def _last_user_flat_openinference(get: Callable[[str], Any]) -> tuple[str | None, int]:
     last_user = -1
+    turns = 0
     i = 0
     while True:
         role = get(_OI_IN_ROLE[i])
@@ -809,20 +876,22 @@ def _last_user_flat_openinference(get: Callable[[str], Any]) -> str | None:
             break
         if role == "user":
             last_user = i
+            turns += 1
         i += 1
     if last_user < 0:
-        return None
+        return None, 0
     text = _str_or_none(get(_OI_IN_CONTENT[last_user]))
     if text is not None:
-        return text
+        return text, turns
     template = _OI_IN_CONTENTS.replace("{}", str(last_user), 1)
-    return _flat_contents(get, template)
+    return _flat_contents(get, template), turns
 
 
 def _last_user_flat(
     get: Callable[[str], Any], roles: _IndexedKeys, contents: _IndexedKeys
-) -> str | None:
+) -> tuple[str | None, int]:
     last_user = -1
+    turns = 0
     i = 0
     while True:
         role = get(roles[i])
@@ -830,8 +899,9 @@ def _last_user_flat(
             break
         if role == "user":
             last_user = i
+            turns += 1
         i += 1
-    return _text_or_none(get(contents[last_user])) if last_user >= 0 else None
+    return (_text_or_none(get(contents[last_user])) if last_user >= 0 else None), turns
 
 
 def _flat_contents(get: Callable[[str], Any], template: str) -> str | None:

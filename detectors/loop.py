@@ -1,7 +1,8 @@
 """The loop detector: repeated actions, cycles, no-progress polling, duplicate side effects.
 
 Per session, counted after the last user message (a person re-asking resets every
-count, as in OpenHands), each rule climbs a warn → pause → kill ladder whose defaults
+count, as in OpenHands; a new message is a changed last user message or more user
+messages in the input, so "try again" typed twice is two messages), each rule climbs a warn → pause → kill ladder whose defaults
 are the thresholds of reference §B.1. Arguments and results are compared by
 fingerprint: canonical JSON with volatile keys (ids, timestamps, request ids) removed
 and ids/timestamps inside free text replaced, so a retry that only differs by a request
@@ -146,6 +147,7 @@ class LoopState:
     """Per-session state; every container is bounded."""
 
     user_fp: str | None = None
+    user_turns: int | None = None
     calls: deque[_Call] = field(default_factory=deque)
     repeat: _Streak = field(default_factory=_Streak)
     errors: _Streak = field(default_factory=_Streak)
@@ -227,11 +229,8 @@ class LoopDetector:
         """Update the session with `step`; return findings for ladder levels newly reached."""
         rules = ctx.rules.loop
         out: list[Finding] = []
-        if step.kind == "llm" and step.user_message is not None:
-            fp = short_hash(step.user_message)
-            if state.user_fp is not None and fp != state.user_fp:
-                state.after_user_message()
-            state.user_fp = fp
+        if step.kind == "llm":
+            self._user_turn(state, step)
         if step.kind in _STEP_KINDS:
             self._count_run_step(state, step, rules, out)
         if step.kind == "tool":
@@ -239,6 +238,22 @@ class LoopDetector:
         elif step.kind == "llm":
             self._message(state, step, rules, out)
         return out
+
+    @staticmethod
+    def _user_turn(state: LoopState, step: Step) -> None:
+        """Reset the counts when `step` saw a user message the previous llm step did not."""
+        new = False
+        if step.user_message is not None:
+            fp = short_hash(step.user_message)
+            new = state.user_fp is not None and fp != state.user_fp
+            state.user_fp = fp
+        if step.user_turns is not None:
+            # Only growth is a person speaking: a shorter history is the agent compacting
+            # or truncating its context, which must not hide a loop.
+            new = new or (state.user_turns is not None and step.user_turns > state.user_turns)
+            state.user_turns = step.user_turns
+        if new:
+            state.after_user_message()
 
     def _classes_for(self, rules: LoopRules) -> _ToolClass:
         cls = self._classes.get(id(rules))

@@ -108,6 +108,32 @@ def test_a_person_asking_again_resets_the_counts(wd: DaemonThread) -> None:
     assert severities(wd, a.session or "") == {}
 
 
+def test_a_person_typing_the_same_words_again_resets_the_counts(wd: DaemonThread) -> None:
+    a = sim(wd)
+    with a.run("check the build"):
+        a.user("try again")
+        for _ in range(2):
+            a.act("ci_status", {"build": 8}, {"state": "failed"})
+        a.user("try again")  # the same last user message text, one more user message
+        for _ in range(2):
+            a.act("ci_status", {"build": 8}, {"state": "failed"})
+    assert severities(wd, a.session or "") == {}
+
+
+def test_a_shorter_history_with_the_same_last_message_is_not_a_new_turn(
+    wd: DaemonThread,
+) -> None:
+    a = sim(wd)
+    with a.run("check the build"):
+        a.user("try again")
+        for _ in range(2):
+            a.act("ci_status", {"build": 9}, {"state": "failed"})
+        a.history = a.history[1:]  # the agent drops the first request: fewer user messages
+        for _ in range(2):
+            a.act("ci_status", {"build": 9}, {"state": "failed"})
+    assert severities(wd, a.session or "") == {"repeat_same_result": "pause"}
+
+
 def test_per_agent_override_applies_only_to_that_agent(wd: DaemonThread) -> None:
     strict, normal = sim(wd, "strict-bot"), sim(wd, "bot")
     for s in (strict, normal):

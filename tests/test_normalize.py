@@ -993,3 +993,80 @@ def test_empty_values_are_absent() -> None:
         "s1",
         "search",
     )
+
+
+def _flat(prefix: str, role_key: str, content_key: str, roles: Sequence[str]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for i, role in enumerate(roles):
+        attrs[f"{prefix}.{i}.{role_key}"] = role
+        attrs[f"{prefix}.{i}.{content_key}"] = "try again" if role == "user" else f"{role} {i}"
+    return attrs
+
+
+USER_TURNS_ROLES = ("system", "user", "assistant", "tool", "user", "assistant", "user")
+# Two user messages (and a nested `role: user` in tool-call arguments), then "try again".
+TURNS_HISTORY = [*HISTORY, {"role": "user", "content": "try again"}]
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        # OTel GenAI: json.dumps default and compact spellings, and an indented layout
+        # (checked occurrence by occurrence); the nested role: user is never counted
+        {"gen_ai.operation.name": "chat", "gen_ai.input.messages": json.dumps(TURNS_HISTORY)},
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.input.messages": json.dumps(TURNS_HISTORY, separators=(",", ":")),
+        },
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.input.messages": json.dumps(TURNS_HISTORY, indent=2),
+        },
+        {  # role not the first key: the full parse
+            "gen_ai.operation.name": "chat",
+            "gen_ai.input.messages": json.dumps(
+                [{"content": c, "role": "user"} for c in ("x", "y", "try again")]
+            ),
+        },
+        {  # a decoded list
+            "gen_ai.operation.name": "chat",
+            "gen_ai.input.messages": [{"role": "user", "content": "try again"}] * 3,
+        },
+        {  # deprecated gen_ai.prompt JSON
+            "gen_ai.operation.name": "chat",
+            "gen_ai.prompt": json.dumps([{"role": "user", "content": "try again"}] * 3),
+        },
+        # OpenInference flattened
+        {
+            "openinference.span.kind": "LLM",
+            **_flat("llm.input_messages", "message.role", "message.content", USER_TURNS_ROLES),
+        },
+        # OpenLLMetry, current and old prompt keys
+        {
+            "gen_ai.operation.name": "chat",
+            **_flat("gen_ai.prompt", "role", "content", USER_TURNS_ROLES),
+        },
+        {
+            "llm.request.type": "chat",
+            **_flat("llm.prompts", "role", "content", USER_TURNS_ROLES),
+        },
+    ],
+)
+def test_user_turns_counts_user_messages_in_every_convention(attrs: dict[str, Any]) -> None:
+    step = step_of(attrs)
+    assert (step.kind, step.user_message, step.user_turns) == ("llm", "try again", 3)
+
+
+def test_user_turns_is_none_without_a_message_list() -> None:
+    # content not captured: no count, so the loop detector cannot mistake it for a turn
+    assert step_of({"gen_ai.operation.name": "chat"}).user_turns is None
+    # an agent span's input.value is a task, not a message list
+    agent = step_of({"openinference.span.kind": "AGENT", "input.value": "Plan my trip"})
+    assert (agent.user_message, agent.user_turns) == ("Plan my trip", None)
+    # a message list without a user message holds zero user turns
+    system = step_of(
+        {"gen_ai.operation.name": "chat", "gen_ai.input.messages": '[{"role": "system"}]'}
+    )
+    assert (system.user_message, system.user_turns) == (None, 0)
+    unparsable = step_of({"gen_ai.operation.name": "chat", "gen_ai.input.messages": "nope"})
+    assert unparsable.user_turns is None

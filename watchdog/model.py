@@ -74,6 +74,10 @@ class Step:
     output_text: str | None = None
     task: str | None = None
     span_name: str = ""
+    # How many user-role messages the step's input holds (None when content is not
+    # captured or the input is not a message list): a person typing the same words
+    # again changes this, not `user_message`.
+    user_turns: int | None = None
 
     @property
     def duration_ms(self) -> float:

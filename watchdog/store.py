@@ -52,6 +52,7 @@ _STEP_TYPES = {
     "reasoning_tokens": pa.int64(),
     "cost_usd": pa.float64(),
     "is_error": pa.bool_(),
+    "user_turns": pa.int64(),
 }
 
 
