@@ -25,7 +25,6 @@ which the guard's `POST /api/v1/check` can call.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import OrderedDict
@@ -39,8 +38,9 @@ from detectors.context_profile import (
     PendingRuns,
     ProfileThresholds,
     Reservoir,
+    leaves,
 )
-from detectors.context_rules import ContextRule, RuleSubject, evaluate, load_rules
+from detectors.context_rules import ContextRule, RuleIndex, RuleSubject, load_rules
 from detectors.text import (
     DESTRUCTIVE_CLASSES,
     SIDE_EFFECT_CLASSES,
@@ -48,7 +48,7 @@ from detectors.text import (
     classify_action,
     parse_json_object,
 )
-from watchdog.detection import DetectorSettings, History, RuleInfo, StepContext
+from watchdog.detection import DetectorSettings, History, RuleInfo, StepContext, parsed_json
 from watchdog.drift_context import ContextRules
 from watchdog.model import Finding, Severity, Step, severity_rank
 
@@ -139,6 +139,30 @@ _MAX_DERIVE: Final = 60
 
 # --- recipients -------------------------------------------------------------------------------
 
+# Rules hold their key lists for the daemon's life: each is lowered once, not per call.
+_LOWERED: dict[int, tuple[Iterable[str], frozenset[str]]] = {}
+
+
+def _lowered(keys: Iterable[str]) -> frozenset[str]:
+    hit = _LOWERED.get(id(keys))
+    if hit is not None and hit[0] is keys:
+        return hit[1]
+    lowered = frozenset(k.lower() for k in keys)
+    if isinstance(keys, list | tuple | frozenset):  # a generator is used up: do not keep it
+        if len(_LOWERED) >= 1024:
+            _LOWERED.clear()
+        _LOWERED[id(keys)] = (keys, lowered)
+    return lowered
+
+
+_PLAIN: Final = (str, int, float, list, type(None))
+
+
+def _is_mapping(value: Any) -> bool:
+    """isinstance(value, Mapping), decided without the ABC check for JSON's plain types."""
+    return isinstance(value, dict) or (not isinstance(value, _PLAIN) and isinstance(value, Mapping))
+
+
 _ADDRESS_SPLIT: Final = re.compile(r"[,;]")
 _EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 
@@ -156,11 +180,12 @@ def recipient_count(args: Any, keys: Iterable[str]) -> int | None:
         return n or None
     if not isinstance(args, Mapping):
         return None
-    wanted = {k.lower() for k in keys}
+    wanted = _lowered(keys)
     total: int | None = None
-    for scope in (args, *(v for v in args.values() if isinstance(v, Mapping))):
+    nested = [v for v in args.values() if _is_mapping(v)]
+    for scope in (args, *nested):
         for key, value in scope.items():
-            if str(key).lower() not in wanted:
+            if (key.lower() if key.__class__ is str else str(key).lower()) not in wanted:
                 continue
             if isinstance(value, list):
                 n = len(value)
@@ -176,7 +201,14 @@ def recipient_count(args: Any, keys: Iterable[str]) -> int | None:
 
 # --- figures ----------------------------------------------------------------------------------
 
-_NUMBER: Final = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
+# A number not glued to a word or a dot: `-?` then `d{1,3}(,ddd)+` or `d+`, then `(.d+)?`.
+# Written to start on its first character (a `-` or a digit, the look-behind checked
+# after it), so the regex engine skips everything else without trying the look-behind
+# at every position: 3x faster than the plain form, same matches.
+_NUMBER: Final = re.compile(
+    r"(?:-(?<![\w.]-)(?:\d{1,3}(?:,\d{3})+|\d+)|\d(?<![\w.]\d)(?:\d{0,2}(?:,\d{3})+|\d*))"
+    r"(?:\.\d+)?"
+)
 _CURRENCY: Final = re.compile(
     r"[$€£]\s?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
     r"|(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)\s?(?:USD|EUR|GBP|dollars?|euros?)\b"
@@ -197,14 +229,18 @@ def numbers_in(text: str | None) -> list[float]:
     """Every number written in `text` (`1,299.00` → 1299.0), at most a few thousand."""
     if not text:
         return []
-    out = []
-    for m in _NUMBER.finditer(text[:200_000]):
-        value = _to_float(m.group(0))
-        if value is not None:
-            out.append(value)
-            if len(out) >= _MAX_GROUNDED:
-                break
-    return out
+    text = text[:200_000]
+    found = _NUMBER.findall(text)
+    # Every match is a valid literal once its thousands separators are gone; only a
+    # number of 300+ digits (inf) is dropped.
+    values = [float(n) for n in found] if "," not in text else [_comma_float(n) for n in found]
+    if len(found) <= _MAX_GROUNDED and (len(text) < 300 or max(map(len, found), default=0) < 300):
+        return values
+    return [v for v in values if math.isfinite(v)][:_MAX_GROUNDED]
+
+
+def _comma_float(text: str) -> float:
+    return float(text.replace(",", "")) if "," in text else float(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +254,7 @@ class Figure:
 
 def money_figures(args: Any, money_keys: Iterable[str]) -> list[Figure]:
     """Amounts a call carries: numbers under money keys, currency figures and percentages in text."""
-    keys = {k.lower() for k in money_keys}
+    keys = _lowered(money_keys)
     out: list[Figure] = []
     stack: list[tuple[str, Any, str]] = [("args", args, "")]
     seen = 0
@@ -314,24 +350,24 @@ def is_empty_result(text: str | None) -> bool:
     lists = [doc[k] for k in _LIST_KEYS if k in doc]
     if lists and all(isinstance(v, list) and not v for v in lists):
         return True
-    lists = [v for v in doc.values() if isinstance(v, list)]
-    others = [v for v in doc.values() if not isinstance(v, list)]
-    if (
-        lists
-        and len(doc) <= 3
-        and not any(lists)
-        and all(
-            v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in others
-        )
-    ):
+    # One pass over the values: any list, any non-empty list, only numbers/nulls besides.
+    has_list = full = False
+    numeric = True
+    for v in doc.values():
+        if isinstance(v, list):
+            has_list = True
+            full = full or bool(v)
+        elif numeric and not (
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+        ):
+            numeric = False
+    if has_list and not full and len(doc) <= 3 and numeric:
         # {"contacts": []}, {"orders": [], "count": 0, "page": 1}: a list of nothing.
         return True
+    if full:
+        return False
     counts = [doc[k] for k in _COUNT_KEYS if k in doc]
-    return (
-        bool(counts)
-        and all(c == 0 and not isinstance(c, bool) for c in counts)
-        and not any(isinstance(v, list) and v for v in doc.values())
-    )
+    return bool(counts) and all(c == 0 and not isinstance(c, bool) for c in counts)
 
 
 # --- learned profiles -------------------------------------------------------------------------
@@ -354,6 +390,9 @@ class _RunObservation:
     empty: bool | None  # None: the call failed
     recipients: int | None
     action: str = "read"
+    # leaves(args), leaves(result) when they were walked already to check the call
+    args_leaves: list[tuple[str, Any]] | None = None
+    result_leaves: list[tuple[str, Any]] | None = None
 
 
 class ContextProfiles:
@@ -393,9 +432,9 @@ class ContextProfiles:
             if c.recipients is not None:
                 stats.recipients.add(c.recipients)
             if c.args is not None:
-                self.fields.learn(agent, c.tool, "args", c.args)
+                self.fields.learn(agent, c.tool, "args", c.args, c.args_leaves)
             if c.result is not None:
-                self.fields.learn(agent, c.tool, "result", c.result)
+                self.fields.learn(agent, c.tool, "result", c.result, c.result_leaves)
         for pair in _after_empty_pairs(calls, _LEARN_LOOKBACK):
             if len(self._after_empty) < 100_000 or (agent, *pair) in self._after_empty:
                 key = (agent, *pair)
@@ -452,6 +491,10 @@ class ContextState:
     last_lookup: _Lookup | None = None
     side_effects: int = 0
     fired: set[str] = field(default_factory=set)
+    # The last user message or task grounded and its numbers: every LLM step of a turn
+    # carries the same message, so its numbers are read once.
+    message: str | None = None
+    message_numbers: list[float] = field(default_factory=list)
 
     def start_run(self, trace_id: str) -> None:
         """Forget the previous run's facts: figures are grounded per run."""
@@ -471,17 +514,21 @@ class ContextState:
         if room > 0:
             self.grounded.extend(numbers_in(text)[:room])
 
+    def ground_message(self, text: str | None) -> None:
+        """`ground` for a user message or task, which repeats on every step of its turn."""
+        if not text:
+            return
+        if text is not self.message and text != self.message:
+            self.message, self.message_numbers = text, numbers_in(text)
+        self.has_evidence = True
+        room = _MAX_GROUNDED - len(self.grounded)
+        if room > 0:
+            self.grounded.extend(self.message_numbers[:room])
+
 
 def _decode(text: str | None) -> Any:
-    if text is None:
-        return None
-    stripped = text.strip()
-    if stripped[:1] in ("{", "["):
-        try:
-            return json.loads(stripped)
-        except ValueError:
-            return None
-    return None
+    # Shared with the other detectors: a step's arguments and result are parsed once.
+    return parsed_json(text)
 
 
 def _level(s: str) -> Severity:
@@ -535,28 +582,37 @@ def _action_checks(
     state: ContextState,
     profiles: ContextProfiles,
     rules: ContextRules,
-    declared: Sequence[ContextRule],
+    declared: RuleIndex,
+    recipients: int | None,
     *,
     result: Any = None,
     kind: str = "tool",
     is_error: bool = False,
+    args_leaves: list[tuple[str, Any]] | None = None,
 ) -> list[Finding]:
-    """Checks that judge an action by its arguments and the run so far (shared with the guard)."""
+    """Checks that judge an action by its arguments and the run so far (shared with the guard).
+
+    `recipients` is `recipient_count(p.args, rules.recipient_keys)`, which the caller
+    needs too, and `args_leaves` is `leaves(p.args)` when the caller has it.
+    """
     out: list[Finding] = []
-    recipients = recipient_count(p.args, rules.recipient_keys)
     # Declarative rules first: they are what the team wrote down about its own agents.
-    subject = RuleSubject(
-        agent=p.agent,
-        kind=kind,
-        tool=p.tool,
-        action=p.action,
-        args=p.args,
-        result=result,
-        cost_usd=p.cost_usd,
-        is_error=is_error,
-        recipient_count=recipients,
-    )
-    for hit in evaluate(declared, subject):
+    if declared.scoped(p.agent, kind, p.tool, p.action):
+        subject = RuleSubject(
+            agent=p.agent,
+            kind=kind,
+            tool=p.tool,
+            action=p.action,
+            args=p.args,
+            result=result,
+            cost_usd=p.cost_usd,
+            is_error=is_error,
+            recipient_count=recipients,
+        )
+        hits = declared.evaluate(subject)
+    else:
+        hits = []
+    for hit in hits:
         out.append(
             _finding(
                 p,
@@ -643,7 +699,9 @@ def _action_checks(
             )
     if p.args is not None and isinstance(p.args, dict | list):
         out.extend(
-            _anomaly_findings(p, profiles.fields.check(p.agent, p.tool, "args", p.args), rules)
+            _anomaly_findings(
+                p, profiles.fields.check(p.agent, p.tool, "args", p.args, args_leaves), rules
+            )
         )
     return out
 
@@ -722,7 +780,8 @@ def evaluate_proposed_action(
         action=action,
         service=last.service_name if last else "",
     )
-    return _action_checks(p, state, profiles, rules, declared)
+    recipients = recipient_count(p.args, rules.recipient_keys)
+    return _action_checks(p, state, profiles, rules, RuleIndex(declared), recipients)
 
 
 def _track(state: ContextState, step: Step, rules: ContextRules) -> None:
@@ -736,15 +795,20 @@ def _track(state: ContextState, step: Step, rules: ContextRules) -> None:
         _track_tool(state, step, classify_action(step.tool_name, args_doc, rules.tool_classes))
 
 
-def _track_tool(state: ContextState, step: Step, action: ActionClass) -> None:
-    """Fold a judged tool step into its run: grounded numbers, last look-up, side effects."""
+def _track_tool(
+    state: ContextState, step: Step, action: ActionClass, empty: bool | None = None
+) -> None:
+    """Fold a judged tool step into its run: grounded numbers, last look-up, side effects.
+
+    `empty` is `is_empty_result(step.tool_result)` when the caller has it already.
+    """
     state.ground(step.tool_result)
     if state.last_lookup is not None:
         state.last_lookup.calls_since += 1
     if action == "read":
-        state.last_lookup = _Lookup(
-            step.tool_name or "", step.span_id, is_empty_result(step.tool_result), step.is_error
-        )
+        if empty is None:
+            empty = is_empty_result(step.tool_result)
+        state.last_lookup = _Lookup(step.tool_name or "", step.span_id, empty, step.is_error)
     if action in SIDE_EFFECT_CLASSES:
         state.side_effects += 1
 
@@ -763,6 +827,7 @@ class ContextDetector:
         self.declared = load_rules(
             base.rules_files, shipped=base.shipped_rules, disabled=base.disabled_rules
         )
+        self._index = RuleIndex(self.declared)
         self._pending: PendingRuns[_RunObservation] = PendingRuns()
         self._sessions: OrderedDict[str, ContextState] = OrderedDict()
         self._max_sessions = settings.max_sessions
@@ -786,64 +851,89 @@ class ContextDetector:
         if step.trace_id != state.trace_id:
             state.start_run(step.trace_id)
         # Ground the step's own user message first: the person may state the amount.
-        state.ground(step.task)
-        state.ground(step.user_message)
-        out: list[Finding] = []
-        args_doc = _decode(step.tool_args) if step.kind == "tool" else None
-        result_doc = (
-            _decode(step.tool_result) if step.kind == "tool" and not step.is_error else None
-        )
+        state.ground_message(step.task)
+        state.ground_message(step.user_message)
+        index = self._rule_index()
         tool = step.tool_name or ""
-        action = (
-            classify_action(
-                tool, args_doc if isinstance(args_doc, Mapping) else None, rules.tool_classes
-            )
-            if tool
-            else "read"
-        )
-        p = _Proposed(
-            agent=step.agent_name,
-            session=step.session_id,
-            trace=step.trace_id,
-            span_id=step.span_id,
-            tool=tool,
-            args=args_doc if args_doc is not None else step.tool_args,
-            action=action,
-            service=step.service_name,
-            cost_usd=step.cost_usd,
-        )
-        out.extend(
-            _action_checks(
-                p, state, self.profiles, rules, self.declared,
-                result=result_doc, kind=step.kind, is_error=step.is_error,
-            )
+        if step.kind != "tool":
+            # Only declarative rules look at other steps (none of the shipped ones do).
+            action = classify_action(tool, None, rules.tool_classes) if tool else "read"
+            if not index.scoped(step.agent_name, step.kind, tool, action):
+                return ()
+            p = self._proposed(step, tool, step.tool_args, action)
+            recipients = recipient_count(p.args, rules.recipient_keys)
+            out = _action_checks(
+                p, state, self.profiles, rules, index, recipients,
+                kind=step.kind, is_error=step.is_error,
+            )  # fmt: skip
+            return self._fresh(state, step, out, ctx)
+        args_doc = _decode(step.tool_args)
+        result_doc = None if step.is_error else _decode(step.tool_result)
+        # json gives dicts for objects: the cheap test is the Mapping test here.
+        mapping = args_doc if isinstance(args_doc, dict) else None
+        action = classify_action(tool, mapping, rules.tool_classes) if tool else "read"
+        p = self._proposed(step, tool, args_doc if args_doc is not None else step.tool_args, action)
+        recipients = recipient_count(p.args, rules.recipient_keys)
+        learn = not ctx.replay and bool(tool)
+        # Walked once: checked now, learned from when the run ends.
+        args_leaves = leaves(args_doc) if learn and args_doc is not None else None
+        result_leaves = leaves(result_doc) if learn and result_doc is not None else None
+        out = _action_checks(
+            p, state, self.profiles, rules, index, recipients,
+            result=result_doc, kind="tool", is_error=step.is_error, args_leaves=args_leaves,
         )  # fmt: skip
-        if step.kind == "tool" and tool:
+        if tool:
             if result_doc is not None:
-                out.extend(
-                    _anomaly_findings(
-                        p,
-                        self.profiles.fields.check(step.agent_name, tool, "result", result_doc),
-                        rules,
-                    )
+                found = self.profiles.fields.check(
+                    step.agent_name, tool, "result", result_doc, result_leaves
                 )
-            _track_tool(state, step, action)
+                out.extend(_anomaly_findings(p, found, rules))
+            empty = (
+                is_empty_result(step.tool_result)
+                if action == "read" or (learn and not step.is_error)
+                else None
+            )
+            _track_tool(state, step, action, empty)
             out.extend(self._run_fan_out(p, state, rules))
-            if not ctx.replay:
+            if learn:
                 self._pending.add(
                     step.trace_id,
                     step.agent_name,
                     ctx.now_ns,
                     _RunObservation(
                         tool,
-                        args_doc if isinstance(args_doc, dict | list) else None,
-                        result_doc if isinstance(result_doc, dict | list) else None,
-                        None if step.is_error else is_empty_result(step.tool_result),
-                        recipient_count(args_doc, rules.recipient_keys),
+                        args_doc,  # a dict, a list or None: what json gives
+                        result_doc,
+                        None if step.is_error else empty,
+                        # recipient_count of the decoded arguments (None when unparsable)
+                        recipients if args_doc is not None else None,
                         action,
+                        args_leaves,
+                        result_leaves,
                     ),
                     extra=state.side_effects,
                 )
+        return self._fresh(state, step, out, ctx)
+
+    def _proposed(self, step: Step, tool: str, args: Any, action: ActionClass) -> _Proposed:
+        return _Proposed(
+            agent=step.agent_name,
+            session=step.session_id,
+            trace=step.trace_id,
+            span_id=step.span_id,
+            tool=tool,
+            args=args,
+            action=action,
+            service=step.service_name,
+            cost_usd=step.cost_usd,
+        )
+
+    def _fresh(
+        self, state: ContextState, step: Step, out: list[Finding], ctx: StepContext
+    ) -> Sequence[Finding]:
+        """The findings not yet raised in this run; a warn-or-worse one keeps the run unlearned."""
+        if not out:
+            return ()
         # Findings fire once per run and condition (the alert store dedups across runs by key).
         fresh = []
         for f in out:
@@ -856,6 +946,11 @@ class ContextDetector:
         ):
             self._pending.flag(step.trace_id)
         return fresh
+
+    def _rule_index(self) -> RuleIndex:
+        if self._index.rules is not self.declared:  # `declared` was replaced
+            self._index = RuleIndex(self.declared)
+        return self._index
 
     def _run_fan_out(self, p: _Proposed, state: ContextState, rules: ContextRules) -> list[Finding]:
         if p.action not in SIDE_EFFECT_CLASSES or state.side_effects <= rules.fan_out_min_run_calls:
@@ -908,7 +1003,8 @@ class ContextDetector:
         mapping = args if isinstance(args, Mapping) else None
         action = classify_action(tool, mapping, r.tool_classes)
         p = _Proposed(agent, session, state.trace_id or None, "", tool, args, action)
-        return _action_checks(p, state, self.profiles, r, self.declared)
+        recipients = recipient_count(p.args, r.recipient_keys)
+        return _action_checks(p, state, self.profiles, r, self._rule_index(), recipients)
 
     def flush(self, now_ns: int) -> None:
         """Learn every pending run now (tests and the benchmark end runs explicitly)."""

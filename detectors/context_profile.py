@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,20 +40,51 @@ def json_type(value: Any) -> str:
 
 
 def iter_leaves(value: Any, path: str = "$") -> Iterator[tuple[str, Any]]:
-    """Yield (path, leaf) for scalar leaves (and empty containers), bounded in count and depth."""
-    count = 0
-    stack: list[tuple[str, Any, int]] = [(path, value, 0)]
-    while stack and count < _MAX_LEAVES:
-        p, v, depth = stack.pop()
-        if isinstance(v, dict) and v and depth < _MAX_DEPTH:
-            for k in reversed(list(v)[:100]):
-                stack.append((f"{p}.{k}", v[k], depth + 1))
-        elif isinstance(v, list) and v and depth < _MAX_DEPTH:
-            for item in reversed(v[:50]):
-                stack.append((f"{p}[*]", item, depth + 1))
-        else:
-            count += 1
-            yield p, v
+    """Yield (path, leaf) for scalar leaves (and empty containers), bounded in count and depth.
+
+    Depth first, in document order: the first 100 keys of an object, the first 50 items
+    of a list, containers below depth 8 opened, at most 200 leaves.
+    """
+    yield from leaves(value, path)
+
+
+def leaves(value: Any, path: str = "$") -> list[tuple[str, Any]]:
+    """The leaves `iter_leaves` yields, as a list (cheaper: this runs on every tool step)."""
+    out: list[tuple[str, Any]] = []
+    if isinstance(value, dict | list) and value and _MAX_DEPTH > 0:
+        _walk(path, value, 0, out)
+    else:
+        out.append((path, value))
+    return out
+
+
+def _walk(
+    path: str, value: dict[str, Any] | list[Any], depth: int, out: list[tuple[str, Any]]
+) -> bool:
+    """Append the leaves of a non-empty container opened at `depth`; False once 200 are in."""
+    opens = depth + 1 < _MAX_DEPTH
+    if isinstance(value, dict):
+        keys = list(value)
+        for k in keys[:100] if len(keys) > 100 else keys:
+            v = value[k]
+            if opens and isinstance(v, dict | list) and v:
+                if not _walk(f"{path}.{k}", v, depth + 1, out):
+                    return False
+            else:
+                out.append((f"{path}.{k}", v))
+                if len(out) >= _MAX_LEAVES:
+                    return False
+    else:
+        child = f"{path}[*]"
+        for v in value[:50] if len(value) > 50 else value:
+            if opens and isinstance(v, dict | list) and v:
+                if not _walk(child, v, depth + 1, out):
+                    return False
+            else:
+                out.append((child, v))
+                if len(out) >= _MAX_LEAVES:
+                    return False
+    return True
 
 
 _SHAPE_CLASSES: Final = [
@@ -65,7 +96,22 @@ _SHAPE_CLASSES: Final = [
 _SHAPE_RUN: Final = re.compile(r"[A-Z]+[a-z]+|[A-Z]+|[a-z]+|[0-9]+|\s+|.", re.S)
 
 
+# Identifier-like values recur (statuses, codes, names): each shape is computed once.
+_SHAPES: dict[str, str] = {}
+_SHAPES_MAX: Final = 20_000
+
+
 def value_shape(text: str) -> str:
+    """Return the coarse shape of a string (memoized; see `_value_shape`)."""
+    shape = _SHAPES.get(text)
+    if shape is None:
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        shape = _SHAPES[text] = _value_shape(text)
+    return shape
+
+
+def _value_shape(text: str) -> str:
     """Return the coarse shape of a string: `Mary` → `Aa`, `Smith-Jones` → `Aa-Aa`, `ORD-1234` → `A-9`.
 
     Letters collapse to `Aa`/`A`/`a`, digits to `9`, whitespace to one space; punctuation
@@ -101,21 +147,38 @@ def is_identifier_like(text: str) -> bool:
 
 
 class Reservoir:
-    """The last `capacity` numbers, with quantiles from a cached sorted copy."""
+    """The last `capacity` numbers, with quantiles from a sorted copy kept up to date."""
 
-    __slots__ = ("_sorted", "_values")
+    __slots__ = ("_nans", "_sorted", "_values")
 
     def __init__(self, capacity: int = 1000) -> None:
         self._values: deque[float] = deque(maxlen=capacity)
         self._sorted: list[float] | None = None
+        self._nans = 0  # NaNs among the values: they have no place in a sorted list
 
     def __len__(self) -> int:
         return len(self._values)
 
     def add(self, value: float) -> None:
         """Remember `value`, forgetting the oldest beyond capacity."""
-        self._values.append(value)
-        self._sorted = None
+        values = self._values
+        evicted = values[0] if len(values) == values.maxlen else None
+        values.append(value)
+        if evicted is not None and evicted != evicted:
+            self._nans -= 1
+        if value != value:
+            self._nans += 1
+        srt = self._sorted
+        if srt is None:
+            return
+        if self._nans or (evicted is not None and evicted != evicted):
+            self._sorted = None  # sorted() decides where NaNs go; rebuild when asked
+            return
+        # Profiles learn after every run and are checked on every step: keeping the
+        # sorted copy in step (O(log n) search, one memmove) beats re-sorting per learn.
+        if evicted is not None:
+            del srt[bisect_left(srt, evicted)]
+        insort(srt, value)
 
     def quantile(self, q: float) -> float:
         """Return the `q` quantile (nearest rank) of the remembered values; NaN when empty."""
@@ -172,6 +235,7 @@ class FieldProfile:
     """What one field of one tool of one agent has looked like so far (bounded memory)."""
 
     __slots__ = (
+        "_bounds",
         "count",
         "negatives",
         "numbers",
@@ -192,15 +256,20 @@ class FieldProfile:
         # Distinct values and shapes; None once past the bound (the field is free text).
         self.values: dict[str, int] | None = {}
         self.shapes: dict[str, int] | None = {}
+        # The usual range as of the last learned number, per thresholds:
+        # (thresholds, Q(0.001), Q(0.999), low, high); None after a new number.
+        self._bounds: tuple[ProfileThresholds, float, float, float, float] | None = None
 
     def learn(self, value: Any) -> None:
         """Fold a normal value into the profile."""
         self.count += 1
-        t = json_type(value)
+        cls = value.__class__  # json_type, with the two common answers found first
+        t = "string" if cls is str else "number" if cls is int or cls is float else json_type(value)
         self.types[t] = self.types.get(t, 0) + 1
         if t == "number":
             number = float(value)
             if math.isfinite(number):
+                self._bounds = None
                 self.numbers.add(number)
                 self.negatives += number < 0
                 self.zeros += number == 0
@@ -235,33 +304,76 @@ class FieldProfile:
             return self._check_string(path, value, th)
         return None
 
+    def usual(self, value: Any, th: ProfileThresholds) -> bool:
+        """A cheap test: True only when `check` would find nothing (False: ask `check`).
+
+        Decides the common leaves (a known string, free text, a number in its range)
+        without building a path or an Anomaly; the logic is `check`'s, in the same order.
+        """
+        cls = value.__class__
+        if cls is str:
+            if self.count >= th.min_values_sign and "string" not in self.types:
+                return False
+            values = self.values
+            if values is not None and value in values:
+                return True  # neither a new category nor (learned with it) a new shape
+            return not is_identifier_like(value) or (values is None and self.shapes is None)
+        if cls is int or cls is float:
+            if self.count >= th.min_values_sign and "number" not in self.types:
+                return False
+            number = float(value)
+            if not math.isfinite(number):
+                return True
+            n = len(self.numbers)
+            if n >= th.min_values_sign and (
+                (number < 0 and self.negatives == 0) or (number == 0 and self.zeros == 0)
+            ):
+                return False
+            if n >= th.min_values_range:
+                _, _, _, low, high = self._range(th)
+                return low <= number <= high
+            return True
+        return False
+
+    def _seen(self) -> dict[str, Any]:
+        numbers = self.numbers
+        return {"count": len(numbers), "min": numbers.quantile(0.0), "max": numbers.max}
+
+    def _range(self, th: ProfileThresholds) -> tuple[ProfileThresholds, float, float, float, float]:
+        bounds = self._bounds
+        if bounds is None or bounds[0] is not th:
+            lo, hi = self.numbers.quantile(0.001), self.numbers.quantile(0.999)
+            span = max(hi - lo, 0.1 * max(abs(lo), abs(hi)), 1e-9)
+            low, high = lo - th.range_margin * span, hi + th.range_margin * span
+            bounds = self._bounds = (th, lo, hi, low, high)
+        return bounds
+
     def _check_number(self, path: str, number: float, th: ProfileThresholds) -> Anomaly | None:
         if not math.isfinite(number):
             return None
         n = len(self.numbers)
-        seen = {"count": n, "min": self.numbers.quantile(0.0), "max": self.numbers.max}
         if n >= th.min_values_sign and number < 0 and self.negatives == 0:
             return Anomaly(
                 "sign",
                 path,
                 number,
                 f"{path} = {number:g} is negative, never before in {n} values",
-                seen,
+                self._seen(),
             )
         if n >= th.min_values_range:
-            lo, hi = self.numbers.quantile(0.001), self.numbers.quantile(0.999)
-            span = max(hi - lo, 0.1 * max(abs(lo), abs(hi)), 1e-9)
-            low, high = lo - th.range_margin * span, hi + th.range_margin * span
+            _, lo, hi, low, high = self._range(th)
             if number < low or number > high:
                 return Anomaly(
                     "range",
                     path,
                     number,
                     f"{path} = {number:g} is outside its usual range [{low:g}, {high:g}]",
-                    {**seen, "q001": lo, "q999": hi},
+                    {**self._seen(), "q001": lo, "q999": hi},
                 )
         if n >= th.min_values_sign and number == 0 and self.zeros == 0:
-            return Anomaly("zero", path, number, f"{path} is 0, never before in {n} values", seen)
+            return Anomaly(
+                "zero", path, number, f"{path} is 0, never before in {n} values", self._seen()
+            )
         return None
 
     def _check_string(self, path: str, text: str, th: ProfileThresholds) -> Anomaly | None:
@@ -290,6 +402,9 @@ class FieldProfile:
             shapes is not None
             and self.strings >= th.min_values_shape
             and len(shapes) <= th.max_shapes
+            # A value seen before had its shape learned with it (shapes are never
+            # forgotten while tracked), so only new values need their shape computed.
+            and (values is None or text not in values)
         ):
             shape = value_shape(text)
             if shape not in shapes and _new_rate(shapes, self.strings) < th.max_new_rate:
@@ -313,43 +428,75 @@ class FieldBook:
 
     def __init__(self, thresholds: ProfileThresholds, max_fields: int = 50_000) -> None:
         self.thresholds = thresholds
-        self._fields: dict[tuple[str, str, str, str], FieldProfile] = {}
+        # (agent, tool, side) → JSON path → profile: one lookup finds a document's fields,
+        # and a document no profile exists for is not walked at all.
+        self._docs: dict[tuple[str, str, str], dict[str, FieldProfile]] = {}
+        self._count = 0
         self._max_fields = max_fields
 
     def __len__(self) -> int:
-        return len(self._fields)
+        return self._count
 
-    def check(self, agent: str, tool: str, side: str, value: Any) -> list[Anomaly]:
-        """Anomalies of every leaf of `value` (a decoded args/result document)."""
+    def check(
+        self,
+        agent: str,
+        tool: str,
+        side: str,
+        value: Any,
+        walked: list[tuple[str, Any]] | None = None,
+    ) -> list[Anomaly]:
+        """Anomalies of every leaf of `value` (a decoded args/result document).
+
+        `walked` is `leaves(value)` when the caller has it (it learns from them later).
+        """
+        fields = self._docs.get((agent, tool, side))
+        if not fields:
+            return []
         out = []
-        for path, leaf in iter_leaves(value):
-            profile = self._fields.get((agent, tool, side, path))
-            if profile is None:
+        th = self.thresholds
+        for path, leaf in leaves(value) if walked is None else walked:
+            profile = fields.get(path)
+            if profile is None or profile.usual(leaf, th):
                 continue
-            found = profile.check(f"{side}{path[1:]}", leaf, self.thresholds)
+            found = profile.check(f"{side}{path[1:]}", leaf, th)
             if found is not None:
                 out.append(found)
         return out
 
-    def learn(self, agent: str, tool: str, side: str, value: Any) -> None:
+    def learn(
+        self,
+        agent: str,
+        tool: str,
+        side: str,
+        value: Any,
+        walked: list[tuple[str, Any]] | None = None,
+    ) -> None:
         """Fold every leaf of a normal document into its field's profile.
 
         A value repeated inside one document counts once: ten identical log lines are
-        one observation, not evidence that the field is categorical.
+        one observation, not evidence that the field is categorical. `walked` is
+        `leaves(value)` when the caller kept it from checking the document.
         """
-        seen: set[tuple[str, str]] = set()
-        for path, leaf in iter_leaves(value):
-            ident = (path, repr(leaf))
+        seen: set[tuple[Any, ...]] = set()
+        fields = self._docs.get((agent, tool, side))
+        if fields is None:
+            if self._count >= self._max_fields:
+                return  # bounded: no field of a new document can be profiled
+            fields = self._docs[(agent, tool, side)] = {}
+        for path, leaf in leaves(value) if walked is None else walked:
+            # Equal repr() ⇔ equal value for a str or an int, so those skip repr(); the
+            # tag keeps ("1",) from meeting (repr(1),). Floats keep repr (-0.0, nan).
+            cls = leaf.__class__
+            ident = (path, leaf, cls is str) if cls is str or cls is int else (path, repr(leaf))
             if ident in seen:
                 continue
             seen.add(ident)
-            key = (agent, tool, side, path)
-            profile = self._fields.get(key)
+            profile = fields.get(path)
             if profile is None:
-                if len(self._fields) >= self._max_fields:
+                if self._count >= self._max_fields:
                     continue  # bounded: new fields past the cap are not profiled
-                profile = FieldProfile()
-                self._fields[key] = profile
+                profile = fields[path] = FieldProfile()
+                self._count += 1
             profile.learn(leaf)
 
 
@@ -417,6 +564,11 @@ class PendingRuns(Generic[T]):
 
         Returns (trace_id, agent, observations, extra) of the unflagged ones, to learn.
         """
+        if not self._evicted and (
+            not self._runs
+            or (idle_ns >= 0 and next(iter(self._runs.values())).last_ns > now_ns - idle_ns)
+        ):
+            return []  # called on every step: nothing is due, decided in O(1)
         done, self._evicted = self._evicted, []
         while self._runs:
             trace_id, run = next(iter(self._runs.items()))

@@ -29,7 +29,6 @@ replaces the shipped one, and `detectors.context.disabled_rules` switches ids of
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +40,7 @@ from typing import Any, Final, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from detectors.text import glob_any
 from watchdog.errors import ConfigError
 from watchdog.settings import format_validation_error
 
@@ -315,26 +315,68 @@ def _holds(op: str, v: Any, want: Any) -> bool:
     return False
 
 
-def _glob_any(name: str | None, patterns: Sequence[str]) -> bool:
-    return name is not None and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+def in_scope(
+    rule: ContextRule, agent: str, kind: str, tool: str | None, action: str | None
+) -> bool:
+    """True when the rule looks at steps of this agent, kind, tool and action class."""
+    return (
+        glob_any(agent, rule.agents)
+        and (rule.kind is None or kind == rule.kind)
+        and (rule.tools is None or glob_any(tool, rule.tools))
+        and (rule.actions is None or action in rule.actions)
+    )
+
+
+def _hit(rule: ContextRule, subject: RuleSubject) -> RuleHit | None:
+    if rule.all and not all(check(c, subject) for c in rule.all):
+        return None
+    if rule.any and not any(check(c, subject) for c in rule.any):
+        return None
+    values = {c.field: _field_values(subject, c.field)[:5] for c in (*rule.all, *rule.any)}
+    return RuleHit(rule, values)
 
 
 def evaluate(rules: Sequence[ContextRule], subject: RuleSubject) -> list[RuleHit]:
     """Every rule whose scope covers `subject` and whose conditions hold."""
     hits = []
     for rule in rules:
-        if not _glob_any(subject.agent, rule.agents):
-            continue
-        if rule.kind is not None and subject.kind != rule.kind:
-            continue
-        if rule.tools is not None and not _glob_any(subject.tool, rule.tools):
-            continue
-        if rule.actions is not None and subject.action not in rule.actions:
-            continue
-        if rule.all and not all(check(c, subject) for c in rule.all):
-            continue
-        if rule.any and not any(check(c, subject) for c in rule.any):
-            continue
-        values = {c.field: _field_values(subject, c.field)[:5] for c in (*rule.all, *rule.any)}
-        hits.append(RuleHit(rule, values))
+        if in_scope(rule, subject.agent, subject.kind, subject.tool, subject.action):
+            hit = _hit(rule, subject)
+            if hit is not None:
+                hits.append(hit)
     return hits
+
+
+class RuleIndex:
+    """The rules in scope of a step, found once per (agent, kind, tool, action) and remembered.
+
+    `evaluate(subject)` gives exactly what `evaluate(rules, subject)` gives; a step no rule
+    looks at (every LLM step with the shipped rules, most tool calls) costs one lookup.
+    """
+
+    def __init__(self, rules: Sequence[ContextRule], max_keys: int = 50_000) -> None:
+        self.rules = rules
+        self._scoped: dict[tuple[str, str, str | None, str | None], tuple[ContextRule, ...]] = {}
+        self._max_keys = max_keys
+
+    def scoped(
+        self, agent: str, kind: str, tool: str | None, action: str | None
+    ) -> tuple[ContextRule, ...]:
+        """The rules whose scope covers such a step, in file order."""
+        key = (agent, kind, tool, action)
+        found = self._scoped.get(key)
+        if found is None:
+            if len(self._scoped) >= self._max_keys:
+                self._scoped.clear()  # bounded: agent and tool names come from emitters
+            found = tuple(r for r in self.rules if in_scope(r, agent, kind, tool, action))
+            self._scoped[key] = found
+        return found
+
+    def evaluate(self, subject: RuleSubject) -> list[RuleHit]:
+        """Every rule whose scope covers `subject` and whose conditions hold."""
+        hits = []
+        for rule in self.scoped(subject.agent, subject.kind, subject.tool, subject.action):
+            hit = _hit(rule, subject)
+            if hit is not None:
+                hits.append(hit)
+        return hits

@@ -30,9 +30,8 @@ store at start and from each run that ends without a warn-or-worse finding.
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -49,7 +48,9 @@ from detectors.text import (
     action_text,
     classify_action,
     classify_intent,
+    glob_any,
     parse_json_object,
+    tokenize,
 )
 from watchdog.detection import DetectorSettings, History, RuleInfo, StepContext
 from watchdog.drift_context import DriftRules
@@ -168,6 +169,7 @@ class _Obs:
     key: str
     text: str
     score: float | None
+    terms: list[str] | None = None  # tokenize(text), kept from scoring when it was done
 
 
 @dataclass(slots=True)
@@ -187,10 +189,49 @@ class DriftProfiles:
         self._scores: dict[tuple[str, str], Reservoir] = {}
         self._max_runs = max_runs
         self._max_agents = max_agents
+        # Per (agent, runs looked back): what the last runs say, recomputed only when a
+        # run is learned. The entry holds the newest run it was computed after, so a
+        # changed deque (and only that) is noticed: every learned run is a new object.
+        self._recent: dict[tuple[str, int], tuple[_RunFacts, frozenset[str]]] = {}
+        self._reads: dict[tuple[str, int], tuple[_RunFacts, int, Counter[str]]] = {}
 
     def runs(self, agent: str) -> Sequence[_RunFacts]:
         """The agent's learned runs, oldest first."""
         return self._runs.get(agent, ())
+
+    def recent_tools(self, agent: str, n: int) -> frozenset[str]:
+        """Tools used in any of the agent's last `n` learned runs."""
+        runs = self._runs.get(agent)
+        if not runs:
+            return frozenset()
+        key = (agent, n)
+        hit = self._recent.get(key)
+        if hit is None or hit[0] is not runs[-1]:
+            tools = frozenset().union(*(r.tools for r in list(runs)[-n:]))
+            if len(self._recent) > 10_000:
+                self._recent.clear()
+            hit = self._recent[key] = (runs[-1], tools)
+        return hit[1]
+
+    def read_runs(self, agent: str, n: int) -> tuple[int, Counter[str]]:
+        """Among the agent's last `n` learned runs: how many had a read-only task.
+
+        Also per tool: in how many of those read-only runs it was used.
+        """
+        runs = self._runs.get(agent)
+        if not runs:
+            return 0, Counter()
+        key = (agent, n)
+        hit = self._reads.get(key)
+        if hit is None or hit[0] is not runs[-1]:
+            reads = [r for r in list(runs)[-n:] if r.read_only]
+            uses: Counter[str] = Counter()
+            for r in reads:
+                uses.update(r.tools)
+            if len(self._reads) > 10_000:
+                self._reads.clear()
+            hit = self._reads[key] = (runs[-1], len(reads), uses)
+        return hit[1], hit[2]
 
     def scores(self, agent: str, key: str) -> Reservoir | None:
         """Relevance scores of one tool (or `*` for all) in the agent's normal runs."""
@@ -218,12 +259,15 @@ class DriftProfiles:
                         continue
                     res = self._scores[(agent, key)] = Reservoir(500)
                 res.add(o.score)
-        if texts:
+        if not texts:
+            return
+        if isinstance(self.scorer, LexicalScorer):
+            # The terms of a scored action were computed when it was scored.
+            docs = [tokenize(task)] if task else []
+            docs.extend(o.terms if o.terms is not None else tokenize(o.text) for o in obs)
+            self.scorer.observe_terms(agent, docs)
+        else:
             self.scorer.observe(agent, texts)
-
-
-def _glob_any(name: str, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
 def _level(s: str) -> Severity:
@@ -240,6 +284,7 @@ class _Call:
     tool: str
     action: ActionClass
     text: str
+    terms: list[str] | None = None  # tokenize(text), once the lexical scorer needed it
 
 
 class DriftDetector:
@@ -287,20 +332,24 @@ class DriftDetector:
             if state.task is not None:
                 state.task_source = "session"
         self._track_task(state, step)
+        tool = step.tool_name if step.kind == "tool" else None
+        tool_call = bool(tool)
         if not ctx.replay:
             self._note_run(step, state)
-            self._pending.add(step.trace_id, step.agent_name, ctx.now_ns, None)
+            if not (tool_call and rules.enabled):
+                # (A judged tool call refreshes its run when it is added as an observation.)
+                self._pending.add(step.trace_id, step.agent_name, ctx.now_ns, None)
         if not rules.enabled:
             return ()
-        if step.kind == "tool" and step.tool_name:
+        if tool:
             args = parse_json_object(step.tool_args)
             call = _Call(
                 step.agent_name, step.service_name, step.session_id, step.trace_id, step.span_id,
-                step.tool_name, classify_action(step.tool_name, args, self._tool_classes),
-                action_text(step.tool_name, step.tool_args),
+                tool, classify_action(tool, args, self._tool_classes),
+                action_text(tool, step.tool_args),
             )  # fmt: skip
             found = self._judge_call(state, call, rules, ctx)
-            state.run_tools.add(step.tool_name)
+            state.run_tools.add(tool)
         elif step.kind == "llm" and step.output_text and not _looks_like_calls(step.output_text):
             call = _Call(
                 step.agent_name, step.service_name, step.session_id, step.trace_id, step.span_id,
@@ -308,6 +357,8 @@ class DriftDetector:
             )  # fmt: skip
             found = self._score_only(state, call, rules, ctx)
         else:
+            return ()
+        if not found:
             return ()
         fresh = []
         for f in found:
@@ -333,15 +384,16 @@ class DriftDetector:
 
     def _note_run(self, step: Step, state: DriftState) -> None:
         meta = self._run_meta.get(step.trace_id)
-        read_only = bool(state.intent and state.intent.is_read_only)
         if meta is None:
-            self._run_meta[step.trace_id] = (state.task, read_only, set())
+            read_only = bool(state.intent and state.intent.is_read_only)
+            meta = self._run_meta[step.trace_id] = (state.task, read_only, set())
             while len(self._run_meta) > 20_000:
                 self._run_meta.popitem(last=False)
         elif meta[0] is None and state.task is not None:
-            self._run_meta[step.trace_id] = (state.task, read_only, meta[2])
+            read_only = bool(state.intent and state.intent.is_read_only)
+            meta = self._run_meta[step.trace_id] = (state.task, read_only, meta[2])
         if step.kind == "tool" and step.tool_name:
-            self._run_meta[step.trace_id][2].add(step.tool_name)
+            meta[2].add(step.tool_name)
 
     def _learn_finished(self, now_ns: int, idle_ns: int) -> None:
         for trace_id, agent, obs, _ in self._pending.sweep(now_ns, idle_ns):
@@ -375,7 +427,12 @@ class DriftDetector:
         """Relevance of the call to the task, and whether it is off task for this agent."""
         if state.task is None or not rules.off_task:
             return None, False
-        score = self.scorer.score(call.agent, state.task, call.text)
+        scorer = self.scorer
+        if isinstance(scorer, LexicalScorer):
+            call.terms = tokenize(call.text)  # learned from too, if the run ends normally
+            score = scorer.score_terms(call.agent, state.task, call.terms)
+        else:
+            score = scorer.score(call.agent, state.task, call.text)
         threshold = self._threshold(call.agent, call.tool, rules)
         off = threshold is not None and score < threshold * rules.off_task_margin
         if threshold is not None:
@@ -391,7 +448,8 @@ class DriftDetector:
 
     def _observe_for_learning(self, call: _Call, score: float | None, ctx: StepContext) -> None:
         if not ctx.replay:
-            self._pending.add(call.trace, call.agent, ctx.now_ns, _Obs(call.tool, call.text, score))
+            obs = _Obs(call.tool, call.text, score, call.terms)
+            self._pending.add(call.trace, call.agent, ctx.now_ns, obs)
 
     def _judge_call(
         self, state: DriftState, call: _Call, rules: DriftRules, ctx: StepContext
@@ -399,18 +457,21 @@ class DriftDetector:
         out: list[Finding] = []
         scope = rules.scope
         tool = call.tool
-        if _glob_any(tool, scope.deny_tools):
+        if glob_any(tool, scope.deny_tools):
             out.append(self._finding(state, call, "scope_denied", scope.deny_severity,
                                      f"{tool} is denied by this agent's declared scope",
                                      {"deny_tools": scope.deny_tools}, tool))  # fmt: skip
-        elif scope.allow_tools is not None and not _glob_any(tool, scope.allow_tools):
+        elif scope.allow_tools is not None and not glob_any(tool, scope.allow_tools):
             out.append(self._finding(state, call, "scope_not_allowed", scope.allow_severity,
                                      f"{tool} is outside this agent's declared tools",
                                      {"allow_tools": scope.allow_tools}, tool))  # fmt: skip
-        read_only_task = state.task is not None and any(
-            re.search(p, state.task) for p in scope.read_only_tasks
-        )
-        if call.action in SIDE_EFFECT_CLASSES and (scope.read_only or read_only_task):
+        if call.action in SIDE_EFFECT_CLASSES and (
+            scope.read_only
+            or (
+                state.task is not None
+                and any(re.search(p, state.task) for p in scope.read_only_tasks)
+            )
+        ):
             why = (
                 "the agent is declared read-only"
                 if scope.read_only
@@ -428,7 +489,7 @@ class DriftDetector:
             rules.new_tool
             and len(runs) >= rules.new_tool_min_runs
             and tool not in state.run_tools
-            and not any(tool in r.tools for r in list(runs)[-rules.new_tool_runs :])
+            and tool not in self.profiles.recent_tools(call.agent, rules.new_tool_runs)
         ):
             new_severity: str = rules.new_tool_severity
             agent_q = self._threshold(call.agent, "*", rules)
@@ -464,7 +525,8 @@ class DriftDetector:
         if off:
             triggers.append("off_step")
         self._observe_for_learning(call, score, ctx)
-        state.recent_actions.append(call.text[:300])
+        if self._judge_sink is not None and rules.judge.enabled:
+            state.recent_actions.append(call.text[:300])  # only judge requests read them
         out.extend(self._off_task(state, call, rules))
         if triggers and state.task is not None:
             self._maybe_judge(state, call, rules, triggers)
@@ -472,14 +534,17 @@ class DriftDetector:
 
     def _routine_for_reads(self, agent: str, tool: str, rules: DriftRules) -> bool | None:
         """Whether `tool` is routine in the agent's read-only tasks (None: too little history)."""
-        reads = [r for r in list(self.profiles.runs(agent))[-rules.new_tool_runs :] if r.read_only]
-        if len(reads) < 5:
+        reads, uses = self.profiles.read_runs(agent, rules.new_tool_runs)
+        if reads < 5:
             return None
-        share = sum(tool in r.tools for r in reads) / len(reads)
+        share = uses[tool] / reads
         return share >= rules.routine_fraction
 
     def _off_task(self, state: DriftState, call: _Call, rules: DriftRules) -> list[Finding]:
-        recent = list(state.window)[-rules.off_task_window :]
+        window = state.window
+        if not window or not window[-1].off:
+            return []  # the usual case, decided without copying the window
+        recent = list(window)[-rules.off_task_window :]
         off = [s for s in recent if s.off]
         if len(off) < rules.off_task_min_steps or not recent[-1].off:
             return []
@@ -613,7 +678,10 @@ class DriftDetector:
 def _looks_like_calls(text: str) -> bool:
     """Return True when an assistant output is only requested tool calls (`name(args)` lines)."""
     # A clipped output (8 KiB) loses its closing parenthesis: the opening is enough.
-    return all(re.match(r"^[\w.\-]+\(", line.strip()) for line in text.splitlines() if line.strip())
+    return all(_CALL_LINE.match(line.strip()) for line in text.splitlines() if line.strip())
+
+
+_CALL_LINE: Final = re.compile(r"^[\w.\-]+\(")
 
 
 def learned_drift_sql(now_ns: int, per_agent: int) -> tuple[str, list[Any]]:

@@ -17,13 +17,15 @@ lazily so the daemon and the test suite never require it.
 
 from __future__ import annotations
 
-import json
+import fnmatch
 import math
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
+
+from watchdog.detection import parsed_json
 
 ActionClass = Literal["read", "create", "write", "delete", "send", "publish", "pay"]
 ACTION_CLASSES: Final[tuple[ActionClass, ...]] = (
@@ -72,20 +74,70 @@ def _stem(word: str) -> str:
     return word
 
 
+# Words recur across steps (the agent's vocabulary), so each raw word is lowered, checked
+# against the stop words and stemmed once; "" marks a dropped word. Bounded: cleared when
+# full, which only costs recomputing.
+_TOKENS: dict[str, str] = {}
+_TOKENS_MAX: Final = 50_000
+
+
+def _token(raw: str) -> str:
+    word = raw.lower()
+    if word in _STOP or len(word) == 1:
+        return ""
+    return _stem(word)
+
+
 def tokenize(text: str) -> list[str]:
     """Split `text` into lower-case stems, dropping stop words; never raises."""
     out = []
+    memo = _TOKENS
     for raw in _WORD.findall(text):
-        word = raw.lower()
-        if word in _STOP or len(word) == 1:
-            continue
-        out.append(_stem(word))
+        tok = memo.get(raw)
+        if tok is None:
+            if len(memo) >= _TOKENS_MAX:
+                memo.clear()
+            tok = memo[raw] = _token(raw)
+        if tok:
+            out.append(tok)
     return out
+
+
+# Per tool name: its words and their joined text (tool names are few; bounded anyway).
+_TOOL_WORDS: dict[str, tuple[tuple[str, ...], str]] = {}
+_TOOL_MEMO_MAX: Final = 10_000
+
+
+def _tool_words(tool: str) -> tuple[tuple[str, ...], str]:
+    hit = _TOOL_WORDS.get(tool)
+    if hit is None:
+        words = tuple(w.lower() for w in _WORD.findall(tool))
+        if len(_TOOL_WORDS) >= _TOOL_MEMO_MAX:
+            _TOOL_WORDS.clear()
+        hit = _TOOL_WORDS[tool] = (words, " ".join(words))
+    return hit
 
 
 def tool_tokens(tool: str) -> list[str]:
     """Words of a tool name (`sendEmail`, `send_email`, `send-email` → send, email)."""
-    return [w.lower() for w in _WORD.findall(tool)]
+    return list(_tool_words(tool)[0])
+
+
+# Shell-style globs (`search_*`) of rules and scopes, compiled once per list of patterns.
+_GLOBS: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def glob_any(name: str | None, patterns: Sequence[str]) -> bool:
+    """True when `name` matches one of `patterns` exactly as `fnmatch.fnmatchcase` would."""
+    if name is None or not patterns:
+        return False
+    key = tuple(patterns)
+    rx = _GLOBS.get(key)
+    if rx is None:
+        if len(_GLOBS) >= _TOOL_MEMO_MAX:
+            _GLOBS.clear()
+        rx = _GLOBS[key] = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in key))
+    return rx.match(name) is not None
 
 
 # --- intent of a task ----------------------------------------------------------------------
@@ -211,6 +263,10 @@ _SQL_CLASS: Final[dict[str, ActionClass]] = {
 }
 
 
+# Per tool name: the class its name says (before overrides and SQL statements).
+_NAME_CLASS: dict[str, ActionClass] = {}
+
+
 def classify_action(
     tool: str, args: Mapping[str, Any] | None = None, overrides: Mapping[str, str] | None = None
 ) -> ActionClass:
@@ -223,12 +279,17 @@ def classify_action(
         forced = overrides.get(tool)
         if forced in ACTION_CLASSES:
             return forced  # type: ignore[return-value]
-    cls: ActionClass = "read"
-    for word in tool_tokens(tool):
-        found = _TOOL_VERBS.get(word)
-        if found is not None:
-            cls = found
-            break
+    cls = _NAME_CLASS.get(tool)
+    if cls is None:
+        cls = "read"
+        for word in _tool_words(tool)[0]:
+            found = _TOOL_VERBS.get(word)
+            if found is not None:
+                cls = found
+                break
+        if len(_NAME_CLASS) >= _TOOL_MEMO_MAX:
+            _NAME_CLASS.clear()
+        _NAME_CLASS[tool] = cls
     if cls == "read" and args:
         for key in ("sql", "query", "statement", "command"):
             value = args.get(key)
@@ -246,25 +307,25 @@ def parse_json_object(text: str | None) -> Mapping[str, Any] | None:
     """Parse tool arguments/results when they are a JSON object; None otherwise."""
     if not text:
         return None
-    stripped = text.lstrip()
-    if not stripped.startswith("{"):
+    value = parsed_json(text)
+    if not isinstance(value, dict):
         return None
-    try:
-        value = json.loads(stripped)
-    except ValueError:
+    # parsed_json strips all whitespace, json.loads only its own four characters: an
+    # object followed by other trailing whitespace (a form feed) was never one here.
+    if text.rstrip(" \t\n\r")[-1:] != "}":
         return None
-    return value if isinstance(value, dict) else None
+    return value
 
 
 def action_text(tool: str | None, args: str | None, output: str | None = None) -> str:
     """Return the text of an action compared with the task: tool words, argument values, output."""
     parts: list[str] = []
     if tool:
-        parts.append(" ".join(tool_tokens(tool)))
+        parts.append(_tool_words(tool)[1])
     if args:
         parsed = parse_json_object(args)
         if parsed is not None:
-            parts.extend(_leaf_strings(parsed))
+            _leaf_strings(parsed, 0, parts)
         else:
             # Unparsable (often clipped) arguments: keep the first few addresses only.
             emails = _EMAIL.findall(args)
@@ -276,18 +337,25 @@ def action_text(tool: str | None, args: str | None, output: str | None = None) -
     return " ".join(parts)[:2000]
 
 
-def _leaf_strings(value: Any, depth: int = 0) -> Iterable[str]:
+def _leaf_strings(value: Any, depth: int, out: list[str]) -> None:
+    """Append the strings of a decoded document to `out`, depth first, in document order."""
     if depth > 6:
         return
     if isinstance(value, str):
-        yield value
+        out.append(value)
     elif isinstance(value, Mapping):
         for v in value.values():
-            yield from _leaf_strings(v, depth + 1)
+            if isinstance(v, str):
+                if depth < 6:
+                    out.append(v)
+            elif isinstance(v, dict | list) or (
+                not isinstance(v, int | float | None) and isinstance(v, Mapping)
+            ):
+                _leaf_strings(v, depth + 1, out)
     elif isinstance(value, list):
         # A recipient list of 200 addresses says nothing more about the subject than 3 do.
         for v in value[:3]:
-            yield from _leaf_strings(v, depth + 1)
+            _leaf_strings(v, depth + 1, out)
 
 
 # --- scorers --------------------------------------------------------------------------------
@@ -310,12 +378,25 @@ class RelevanceScorer(Protocol):
 class _AgentVocabulary:
     """Document frequencies of one agent's texts, bounded in vocabulary size."""
 
-    __slots__ = ("df", "docs", "max_terms")
+    __slots__ = ("_idf", "_idf_docs", "df", "docs", "max_terms")
 
     def __init__(self, max_terms: int) -> None:
         self.df: dict[str, int] = {}
         self.docs = 0
         self.max_terms = max_terms
+        self._idf: dict[str, float] = {}
+        self._idf_docs = 0
+
+    def idf_table(self) -> dict[str, float]:
+        """IDF per term as of now: a cache that lasts until the next document is added.
+
+        Every `add` changes `docs` (and maybe `df`), so the count of documents says
+        whether the cached values are still the current ones.
+        """
+        if self._idf_docs != self.docs:
+            self._idf = {}
+            self._idf_docs = self.docs
+        return self._idf
 
     def add(self, terms: Iterable[str]) -> None:
         self.docs += 1
@@ -360,18 +441,38 @@ class LexicalScorer:
 
     def observe(self, agent: str, texts: Sequence[str]) -> None:
         """Count the terms of `texts` (one document each) into the agent's frequencies."""
+        self.observe_terms(agent, (tokenize(text) for text in texts))
+
+    def observe_terms(self, agent: str, docs: Iterable[Sequence[str]]) -> None:
+        """`observe` for texts already tokenized (`tokenize`), one document each."""
         vocab = self._vocabulary(agent)
-        for text in texts:
-            vocab.add(tokenize(text))
+        for terms in docs:
+            vocab.add(terms)
 
     def _vector(self, vocab: _AgentVocabulary, terms: Sequence[str]) -> dict[str, float]:
         tf: dict[str, int] = {}
         for t in terms:
             tf[t] = tf.get(t, 0) + 1
-        return {t: (1.0 + math.log(n)) * vocab.idf(t) for t, n in tf.items()}
+        # vocab.idf, remembered per term until the vocabulary changes (the same
+        # expression, so the same floats): this runs on every scored step.
+        idf = vocab.idf_table()
+        log, df, docs = math.log, vocab.df, vocab.docs + 1
+        out = {}
+        for t, n in tf.items():
+            w = idf.get(t)
+            if w is None:
+                if len(idf) >= 50_000:
+                    idf.clear()
+                w = idf[t] = log(docs / (df.get(t, 0) + 1)) + 1.0
+            out[t] = (1.0 + log(n)) * w
+        return out
 
     def score(self, agent: str, task: str, action: str) -> float:
         """Cosine of the TF-IDF vectors of `task` and `action` (0 when either is empty)."""
+        return self.score_terms(agent, task, tokenize(action))
+
+    def score_terms(self, agent: str, task: str, terms: Sequence[str]) -> float:
+        """`score` for an action already tokenized (`tokenize(action)`)."""
         vocab = self._vocabulary(agent)
         key = (agent, task)
         cached = self._task_cache.get(key)
@@ -383,7 +484,7 @@ class LexicalScorer:
             if len(self._task_cache) > 4096:
                 self._task_cache.popitem(last=False)
         tvec, tnorm, _ = cached
-        avec = self._vector(vocab, tokenize(action))
+        avec = self._vector(vocab, terms)
         anorm = math.sqrt(sum(v * v for v in avec.values()))
         if not tnorm or not anorm:
             return 0.0

@@ -82,6 +82,7 @@ __all__ = [
     "StreamingDetector",
     "canonical_json",
     "ladder_level",
+    "parsed_json",
     "short_hash",
 ]
 
@@ -520,3 +521,34 @@ def short_hash(text: str | None) -> str:
     if text is None:
         return "-"
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+# A step's arguments and result are read by several detectors in a row; one parse each.
+_PARSED: dict[int, tuple[str, Any]] = {}
+_PARSED_MAX = 256
+
+
+def parsed_json(text: str | None) -> Any:
+    """Return `text` decoded when it is a JSON object or array (after `strip()`), else None.
+
+    Memoized by the identity of the string for the last few hundred strings, so every
+    detector that looks at one step's `tool_args` or `tool_result` shares one parse. The
+    returned value is shared: callers must treat it as read-only.
+    """
+    if text is None:
+        return None
+    hit = _PARSED.get(id(text))
+    if hit is not None and hit[0] is text:
+        return hit[1]
+    stripped = text.strip()
+    value: Any = None
+    if stripped[:1] in ("{", "["):
+        try:
+            value = json.loads(stripped)
+        except ValueError:
+            value = None
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()  # bounded; the entries that matter are the current step's
+    # The entry keeps `text` alive, so its id cannot be reused while it is cached.
+    _PARSED[id(text)] = (text, value)
+    return value
