@@ -32,14 +32,16 @@ are µs per step: mean, p50, p99, max.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import random
 import statistics
 import sys
 import time
+import uuid
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,14 +87,29 @@ def ingest_runs(n_runs: int, first: int) -> list[list[Step]]:
     return runs
 
 
+@contextlib.contextmanager
+def seeded_ids(seed: int) -> Iterator[None]:
+    """uuid4 and the OTel SDK's ids drawn from `seed`: every repeat plays the same traffic."""
+    rng = random.Random(seed)
+    saved = uuid.uuid4, random.getstate()
+    uuid.uuid4 = lambda: uuid.UUID(int=rng.getrandbits(128), version=4)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        uuid.uuid4 = saved[0]
+        random.setstate(saved[1])
+
+
 def drift_corpus_runs(seed: int) -> tuple[list[list[Step]], list[list[Step]]]:
     """(warm-up runs, evaluated runs) of the drift/context corpus, normalized in-process."""
     from tests.agents.drift_corpus import corpus, to_steps
 
     warm: list[list[Step]] = []
     evaluated: list[list[Step]] = []
-    for run in corpus(seed):
-        (warm if run.warmup else evaluated).append(to_steps(run, 0))
+    with seeded_ids(seed):
+        for run in corpus(seed):
+            (warm if run.warmup else evaluated).append(to_steps(run, 0))
     return warm, evaluated
 
 
@@ -111,10 +128,11 @@ def loop_corpus_runs(seed: int) -> list[list[Step]]:
     rng = random.Random(seed)
     plan = [s for s in SCENARIOS for _ in range(s.weight)]
     rng.shuffle(plan)
-    for s in plan:
-        sim = AgentSim(provider, s.agent, model=s.model, cost_per_call=0.001, clock_ns=0)
-        with sim.run(f"{s.name} task"):
-            s.play(sim, rng)
+    with seeded_ids(seed):
+        for s in plan:
+            sim = AgentSim(provider, s.agent, model=s.model, cost_per_call=0.001, clock_ns=0)
+            with sim.run(f"{s.name} task"):
+                s.play(sim, rng)
     pricer = Pricer(None)
     by_trace: dict[str, list[Step]] = {}
     for span in exporter.get_finished_spans():

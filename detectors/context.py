@@ -336,6 +336,8 @@ _LIST_KEYS: Final = (
     "orders",
 )
 _COUNT_KEYS: Final = ("count", "total", "total_count", "num_results", "row_count", "rows_found")
+_LIST_KEY_SET: Final = frozenset(_LIST_KEYS)
+_COUNT_KEY_SET: Final = frozenset(_COUNT_KEYS)
 
 
 def is_empty_result(text: str | None) -> bool:
@@ -347,27 +349,32 @@ def is_empty_result(text: str | None) -> bool:
     doc = parse_json_object(text)
     if doc is None:
         return False
-    lists = [doc[k] for k in _LIST_KEYS if k in doc]
-    if lists and all(isinstance(v, list) and not v for v in lists):
-        return True
-    # One pass over the values: any list, any non-empty list, only numbers/nulls besides.
-    has_list = full = False
-    numeric = True
-    for v in doc.values():
-        if isinstance(v, list):
+    # One pass over the document (this runs on every tool result), for three tests:
+    # the usual list keys are all empty lists; a small document of empty lists and
+    # numbers; count keys all 0 and no list with items.
+    named = counted = has_list = full = False
+    named_empty = counts_zero = numeric = True
+    for k, v in doc.items():
+        is_list = isinstance(v, list)
+        if k in _LIST_KEY_SET:
+            named = True
+            named_empty = named_empty and is_list and not v
+        if k in _COUNT_KEY_SET:
+            counted = True
+            counts_zero = counts_zero and v == 0 and not isinstance(v, bool)
+        if is_list:
             has_list = True
             full = full or bool(v)
         elif numeric and not (
             v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
         ):
             numeric = False
+    if named and named_empty:
+        return True
     if has_list and not full and len(doc) <= 3 and numeric:
         # {"contacts": []}, {"orders": [], "count": 0, "page": 1}: a list of nothing.
         return True
-    if full:
-        return False
-    counts = [doc[k] for k in _COUNT_KEYS if k in doc]
-    return bool(counts) and all(c == 0 and not isinstance(c, bool) for c in counts)
+    return counted and counts_zero and not full
 
 
 # --- learned profiles -------------------------------------------------------------------------

@@ -149,12 +149,14 @@ def is_identifier_like(text: str) -> bool:
 class Reservoir:
     """The last `capacity` numbers, with quantiles from a sorted copy kept up to date."""
 
-    __slots__ = ("_nans", "_sorted", "_values")
+    __slots__ = ("_last_q", "_nans", "_sorted", "_values")
 
     def __init__(self, capacity: int = 1000) -> None:
         self._values: deque[float] = deque(maxlen=capacity)
         self._sorted: list[float] | None = None
         self._nans = 0  # NaNs among the values: they have no place in a sorted list
+        # The last quantile asked for and its value (the same one is asked on every step).
+        self._last_q: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return len(self._values)
@@ -164,6 +166,7 @@ class Reservoir:
         values = self._values
         evicted = values[0] if len(values) == values.maxlen else None
         values.append(value)
+        self._last_q = None
         if evicted is not None and evicted != evicted:
             self._nans -= 1
         if value != value:
@@ -182,12 +185,17 @@ class Reservoir:
 
     def quantile(self, q: float) -> float:
         """Return the `q` quantile (nearest rank) of the remembered values; NaN when empty."""
+        last = self._last_q
+        if last is not None and last[0] == q:
+            return last[1]
         if not self._values:
             return math.nan
         if self._sorted is None:
             self._sorted = sorted(self._values)
         idx = min(len(self._sorted) - 1, max(0, math.ceil(q * len(self._sorted)) - 1))
-        return self._sorted[idx]
+        value = self._sorted[idx]
+        self._last_q = (q, value)
+        return value
 
     def rank(self, value: float) -> float:
         """Fraction of remembered values strictly below `value`."""
@@ -485,12 +493,14 @@ class FieldBook:
             fields = self._docs[(agent, tool, side)] = {}
         for path, leaf in leaves(value) if walked is None else walked:
             # Equal repr() ⇔ equal value for a str or an int, so those skip repr(); the
-            # tag keeps ("1",) from meeting (repr(1),). Floats keep repr (-0.0, nan).
-            cls = leaf.__class__
-            ident = (path, leaf, cls is str) if cls is str or cls is int else (path, repr(leaf))
-            if ident in seen:
-                continue
-            seen.add(ident)
+            # tag keeps ("1",) from meeting (repr(1),). Floats keep repr (-0.0, nan). A
+            # path without a list in it names one leaf of the document: nothing to skip.
+            if "[*]" in path:  # only list items can repeat a (path, value) pair
+                cls = leaf.__class__
+                ident = (path, leaf, cls is str) if cls is str or cls is int else (path, repr(leaf))
+                if ident in seen:
+                    continue
+                seen.add(ident)
             profile = fields.get(path)
             if profile is None:
                 if self._count >= self._max_fields:
@@ -547,6 +557,16 @@ class PendingRuns(Generic[T]):
         run.extra = max(run.extra, extra)
         if item is not None and len(run.items) < self._max_items:
             run.items.append(item)
+
+    def touch(self, trace_id: str, agent: str, now_ns: int) -> None:
+        """`add(trace_id, agent, now_ns, None)`: the run was active now (no observation)."""
+        run = self._runs.get(trace_id)
+        if run is None:
+            self.add(trace_id, agent, now_ns, None)
+            return
+        self._runs.move_to_end(trace_id)
+        if now_ns > run.last_ns:
+            run.last_ns = now_ns
 
     def flag(self, trace_id: str) -> None:
         """Mark a run as anomalous: it will never be learned from."""

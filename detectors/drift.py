@@ -338,7 +338,7 @@ class DriftDetector:
             self._note_run(step, state)
             if not (tool_call and rules.enabled):
                 # (A judged tool call refreshes its run when it is added as an observation.)
-                self._pending.add(step.trace_id, step.agent_name, ctx.now_ns, None)
+                self._pending.touch(step.trace_id, step.agent_name, ctx.now_ns)
         if not rules.enabled:
             return ()
         if tool:

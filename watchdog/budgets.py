@@ -136,6 +136,8 @@ class BudgetLedger:
         self._reserved: dict[tuple[str, str], int] = {}
         self._open: dict[str, Reservation] = {}
         self._ids = itertools.count(1)
+        # [from, to) in Unix seconds, and the UTC day every time in it belongs to.
+        self._day_span: tuple[float, float, str] = (0.0, 0.0, "")
         self.denied = 0
         self.expired = 0
 
@@ -297,9 +299,20 @@ class BudgetLedger:
             if step.cost_usd is not None and step.cost_usd > 0:
                 self._settle(step)
 
+    def _day_of(self, ts_s: float) -> str:
+        """`utc_day(ts_s)`, formatted once per day: a step's day is almost always today's."""
+        lo, hi, day = self._day_span
+        if lo <= ts_s < hi:
+            return day
+        day = utc_day(ts_s)
+        # Within a second of midnight fromtimestamp's rounding decides: ask it every time.
+        start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+        self._day_span = (start + 1.0, start + _DAY_S - 1.0, day)
+        return day
+
     def _settle(self, step: Step) -> None:
         amount = to_nano(step.cost_usd or 0.0)
-        day = utc_day(step.start_time_ns / 1e9)
+        day = self._day_of(step.start_time_ns / 1e9)
         self._trace.add(step.trace_id, amount)
         self._session.add(step.session_id, amount)
         self._agent_day[(step.agent_name, day)] = (
@@ -311,6 +324,8 @@ class BudgetLedger:
                 del self._total_day[old]
                 for k in [k for k in self._agent_day if k[1] == old]:
                     del self._agent_day[k]
+        if not self._open:
+            return  # nothing reserved: nothing to settle
         match = self._match(step)
         if match is not None:
             del self._open[match.id]
