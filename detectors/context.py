@@ -837,6 +837,7 @@ class ContextDetector:
         self._index = RuleIndex(self.declared)
         self._pending: PendingRuns[_RunObservation] = PendingRuns()
         self._sessions: OrderedDict[str, ContextState] = OrderedDict()
+        self._last_state: ContextState | None = None
         self._max_sessions = settings.max_sessions
 
     def new_state(self) -> ContextState:
@@ -858,8 +859,10 @@ class ContextDetector:
         if step.trace_id != state.trace_id:
             state.start_run(step.trace_id)
         # Ground the step's own user message first: the person may state the amount.
-        state.ground_message(step.task)
-        state.ground_message(step.user_message)
+        if step.task:
+            state.ground_message(step.task)
+        if step.user_message:
+            state.ground_message(step.user_message)
         index = self._rule_index()
         tool = step.tool_name or ""
         if step.kind != "tool":
@@ -985,6 +988,9 @@ class ContextDetector:
         ]
 
     def _remember_session(self, session_id: str, state: ContextState) -> None:
+        if state is self._last_state:
+            return  # the same session as the step before: already the most recent
+        self._last_state = state
         self._sessions[session_id] = state
         self._sessions.move_to_end(session_id)
         while len(self._sessions) > self._max_sessions:

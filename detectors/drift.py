@@ -311,6 +311,7 @@ class DriftDetector:
         self._pending: PendingRuns[_Obs] = PendingRuns()
         self._run_meta: OrderedDict[str, tuple[str | None, bool, set[str]]] = OrderedDict()
         self._sessions: OrderedDict[str, DriftState] = OrderedDict()
+        self._last_state: DriftState | None = None
         self._max_sessions = settings.max_sessions
 
     def new_state(self) -> DriftState:
@@ -407,6 +408,9 @@ class DriftDetector:
         self._learn_finished(now_ns, -1)
 
     def _remember_session(self, session_id: str, state: DriftState) -> None:
+        if state is self._last_state:
+            return  # the same session as the step before: already the most recent
+        self._last_state = state
         self._sessions[session_id] = state
         self._sessions.move_to_end(session_id)
         while len(self._sessions) > self._max_sessions:
