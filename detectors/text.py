@@ -90,17 +90,17 @@ def _token(raw: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Split `text` into lower-case stems, dropping stop words; never raises."""
-    out = []
     memo = _TOKENS
-    for raw in _WORD.findall(text):
-        tok = memo.get(raw)
-        if tok is None:
-            if len(memo) >= _TOKENS_MAX:
-                memo.clear()
-            tok = memo[raw] = _token(raw)
-        if tok:
-            out.append(tok)
-    return out
+    raws = _WORD.findall(text)
+    toks = list(map(memo.get, raws))  # one C-level pass: known words are most of them
+    if None in toks:
+        for i, tok in enumerate(toks):
+            if tok is None:
+                raw = raws[i]
+                if len(memo) >= _TOKENS_MAX:
+                    memo.clear()
+                toks[i] = memo[raw] = _token(raw)
+    return [tok for tok in toks if tok]
 
 
 # Per tool name: its words and their joined text (tool names are few; bounded anyway).
