@@ -1,7 +1,8 @@
 """Cost per step of every streaming detector and the budget ledger, as the engine runs them.
 
     .venv/bin/python benchmarks/detect_cost.py [--traffic ingest|drift-corpus|loop-corpus]
-        [--runs 2000] [--warmup-runs 400] [--repeat 3] [--spans-per-s 30000]
+        [--runs 2000] [--warmup-runs 1600] [--repeat 5] [--spans-per-s 30000]
+        [--run-idle-s 1.0] [--by-kind]
 
 Traffic:
 
@@ -13,7 +14,11 @@ Traffic:
 * `drift-corpus`: the labeled corpus of `benchmarks/drift_context_eval.py`
   (tests/agents/drift_corpus.py): 600 warm-up runs, then 251 evaluated runs, timed.
 * `loop-corpus`: the scenario mix of `benchmarks/detect_eval.py`
-  (tests/agents/corpus.py), spans captured in memory from the real OTel SDK.
+  (tests/agents/corpus.py), spans captured in memory from the real OTel SDK; the first
+  quarter of the runs warm up, the rest are timed.
+
+Corpus ids (uuid4, the SDK's trace/span ids) are drawn from `--seed`, so every repeat
+plays the same steps and the findings line can be compared between two versions.
 
 Every step goes through each detector registered on the engine by
 `watchdog/registry.py` (loop, spend, drift, context) with the engine's state handling:
