@@ -134,6 +134,8 @@ RULES: Final[tuple[RuleInfo, ...]] = (
 )
 
 _HIGH_RISK: Final = frozenset({"pay", "delete", "send"})
+# Finished runs learned per observed step at most (see detectors/drift.py).
+LEARN_PER_STEP: Final = 4
 _MAX_GROUNDED: Final = 5000
 _MAX_DERIVE: Final = 60
 
@@ -850,7 +852,7 @@ class ContextDetector:
         if not ctx.replay:
             self._remember_session(step.session_id, state)
             for _, agent, calls, extra in self._pending.sweep(
-                ctx.now_ns, int(ctx.rules.drift.run_idle_s * 1e9)
+                ctx.now_ns, int(ctx.rules.drift.run_idle_s * 1e9), LEARN_PER_STEP
             ):
                 self.profiles.learn_run(agent, calls, extra)
         if not rules.enabled:

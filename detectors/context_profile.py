@@ -579,10 +579,14 @@ class PendingRuns(Generic[T]):
         run = self._runs.get(trace_id)
         return run is not None and run.flagged
 
-    def sweep(self, now_ns: int, idle_ns: int) -> list[tuple[str, str, list[T], int]]:
-        """Close runs idle for `idle_ns` (all when negative).
+    def sweep(
+        self, now_ns: int, idle_ns: int, limit: int | None = None
+    ) -> list[tuple[str, str, list[T], int]]:
+        """Close runs idle for `idle_ns` (all when negative), at most `limit` of them.
 
-        Returns (trace_id, agent, observations, extra) of the unflagged ones, to learn.
+        Returns (trace_id, agent, observations, extra) of the unflagged ones, to learn,
+        oldest first; with a `limit`, the rest are returned by the next sweeps in order
+        (so a burst of runs ending together is learned over several steps, not one).
         """
         if not self._evicted and (
             not self._runs
@@ -590,7 +594,10 @@ class PendingRuns(Generic[T]):
         ):
             return []  # called on every step: nothing is due, decided in O(1)
         done, self._evicted = self._evicted, []
-        while self._runs:
+        if limit is not None and len(done) >= limit:
+            done, self._evicted = done[:limit], done[limit:]
+            return done
+        while self._runs and (limit is None or len(done) < limit):
             trace_id, run = next(iter(self._runs.items()))
             if idle_ns >= 0 and run.last_ns > now_ns - idle_ns:
                 # Runs are ordered by last activity, so the rest are younger.

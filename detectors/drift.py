@@ -108,6 +108,10 @@ RULES: Final[tuple[RuleInfo, ...]] = (
     ),
 )
 
+# Finished runs learned per observed step at most: a burst of runs going idle together
+# (the end of a traffic peak) is learned over the next steps instead of stalling one.
+LEARN_PER_STEP: Final = 4
+
 TaskSource = Literal["attribute", "user_message", "session", "none"]
 _LLM_KEY: Final = "<llm>"
 _NO_TASK_NOTE: Final = "task unknown: message content is not captured, structural signals only"
@@ -324,7 +328,7 @@ class DriftDetector:
         rules = ctx.rules.drift
         if not ctx.replay:
             self._remember_session(step.session_id, state)
-            self._learn_finished(ctx.now_ns, int(rules.run_idle_s * 1e9))
+            self._learn_finished(ctx.now_ns, int(rules.run_idle_s * 1e9), LEARN_PER_STEP)
         if step.trace_id != state.trace_id:
             state.trace_id = step.trace_id
             state.run_tools = set()
@@ -396,8 +400,8 @@ class DriftDetector:
         if step.kind == "tool" and step.tool_name:
             meta[2].add(step.tool_name)
 
-    def _learn_finished(self, now_ns: int, idle_ns: int) -> None:
-        for trace_id, agent, obs, _ in self._pending.sweep(now_ns, idle_ns):
+    def _learn_finished(self, now_ns: int, idle_ns: int, limit: int | None) -> None:
+        for trace_id, agent, obs, _ in self._pending.sweep(now_ns, idle_ns, limit):
             meta = self._run_meta.pop(trace_id, None)
             if meta is not None:
                 task, read_only, tools = meta
@@ -405,7 +409,7 @@ class DriftDetector:
 
     def flush(self, now_ns: int) -> None:
         """Learn every pending run now (tests and the benchmark end runs explicitly)."""
-        self._learn_finished(now_ns, -1)
+        self._learn_finished(now_ns, -1, None)
 
     def _remember_session(self, session_id: str, state: DriftState) -> None:
         if state is self._last_state:
