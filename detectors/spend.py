@@ -174,12 +174,15 @@ class _Burn:
         self.windows: dict[int, _Window] = {}
         self.firing: set[int] = set()
 
-    def add(self, lengths: Sequence[int], at_ns: int, amount: float) -> None:
+    def add(self, lengths: Sequence[int], at_ns: int, amount: float, now_ns: int) -> None:
         for length in lengths:
             w = self.windows.get(length)
             if w is None:
                 w = self.windows[length] = _Window(length)
-            w.add(at_ns, amount)
+            # A late span older than a window never belongs to it (a window adds late
+            # amounts to its newest bucket, which would count old spend as spend now).
+            if at_ns >= now_ns - length:
+                w.add(at_ns, amount)
 
 
 class SpendDetector:
@@ -241,12 +244,11 @@ class SpendDetector:
             self.burn.clear()
             for agent, bucket, total in rows:
                 at = int(bucket) * _BUCKET_NS
+                lengths = self._burn_lengths(self.rules)
                 if self.budgets.caps_for(agent).per_agent_day_usd is not None:
-                    self._burn_scope(agent).add(self._burn_lengths(self.rules), at, float(total))
+                    self._burn_scope(agent).add(lengths, at, float(total), now_ns)
                 if self.budgets.total_day_usd is not None:
-                    self._burn_scope(ALL_AGENTS).add(
-                        self._burn_lengths(self.rules), at, float(total)
-                    )
+                    self._burn_scope(ALL_AGENTS).add(lengths, at, float(total), now_ns)
         rows = await history.query(
             """
             SELECT rule, agent_name, json_extract_string(evidence, '$.mark'),
@@ -321,37 +323,14 @@ class SpendDetector:
         if ctx.replay:
             return ()  # day totals and burn windows were rebuilt by restore()
         end = min(step.end_time_ns, ctx.now_ns)
-        day = end // _DAY_NS
-        for scope in (step.agent_name, ALL_AGENTS):
-            key = (scope, day)
-            self.day_totals[key] = self.day_totals.get(key, 0.0) + cost
         self._trim_days(ctx.now_ns)
-        day_name = _day_name(day)
-        if rules.caps_enabled:
-            marks = _MarkView(self)
-            self._cap(
-                out,
-                step,
-                rules,
-                marks,
-                "agent_day_cap",
-                caps.per_agent_day_usd,
-                self.day_totals[(step.agent_name, day)],
-                f"agent_day:{step.agent_name}:{day_name}",
-                f"day {day_name}",
-            )
-            self._cap(
-                out,
-                step,
-                rules,
-                marks,
-                "total_day_cap",
-                self.budgets.total_day_usd,
-                self.day_totals[(ALL_AGENTS, day)],
-                f"total_day:{day_name}",
-                f"day {day_name}",
-                all_agents=True,
-            )
+        day = end // _DAY_NS
+        if day >= self._today - 1:
+            self._day_caps(out, step, rules, caps.per_agent_day_usd, cost, day)
+        # else: a late or replayed span from before yesterday. Its day is no longer kept
+        # (restore() rebuilds yesterday and today only), so it counts for its run and
+        # session above and nothing else: re-opening an old day would re-grow state that
+        # was trimmed and could page about a day that closed long ago.
         self._burn_rate(
             out, step, (step.agent_name, caps.per_agent_day_usd, rules), end, ctx.now_ns
         )
@@ -361,6 +340,56 @@ class SpendDetector:
         return out
 
     # -- caps -----------------------------------------------------------------------
+    def _day_caps(
+        self,
+        out: list[Finding],
+        step: Step,
+        rules: SpendRules,
+        agent_cap: float | None,
+        cost: float,
+        day: int,
+    ) -> None:
+        """Add the step to its UTC day (today or yesterday) and check the day caps.
+
+        A late span from yesterday still counts toward yesterday (as restore() would count
+        it), but that day is closed: its budget has reset, so stopping anything now would
+        not protect it. Its cap findings are therefore capped at `warn` (reported, not
+        enforced), with `closed_day` in the evidence.
+        """
+        for scope in (step.agent_name, ALL_AGENTS):
+            key = (scope, day)
+            self.day_totals[key] = self.day_totals.get(key, 0.0) + cost
+        if not rules.caps_enabled:
+            return
+        day_name = _day_name(day)
+        closed = day < self._today
+        marks = _MarkView(self)
+        self._cap(
+            out,
+            step,
+            rules,
+            marks,
+            "agent_day_cap",
+            agent_cap,
+            self.day_totals[(step.agent_name, day)],
+            f"agent_day:{step.agent_name}:{day_name}",
+            f"day {day_name}",
+            closed=closed,
+        )
+        self._cap(
+            out,
+            step,
+            rules,
+            marks,
+            "total_day_cap",
+            self.budgets.total_day_usd,
+            self.day_totals[(ALL_AGENTS, day)],
+            f"total_day:{day_name}",
+            f"day {day_name}",
+            all_agents=True,
+            closed=closed,
+        )
+
     def _cap(
         self,
         out: list[Finding],
@@ -374,6 +403,7 @@ class SpendDetector:
         period: str,
         *,
         all_agents: bool = False,
+        closed: bool = False,
     ) -> None:
         if cap is None:
             return
@@ -402,6 +432,19 @@ class SpendDetector:
         summary = (
             f"{who}: {what} spend {_money(spent)} reached {fraction:.0%} of its {_money(cap)} cap"
         )
+        evidence: dict[str, object] = {
+            "mark": mark,
+            "spent_usd": round(spent, 8),
+            "cap_usd": cap,
+            "fraction": fraction,
+            "period": period,
+            "step_cost_usd": step.cost_usd,
+            "model": step.model,
+        }
+        if closed:  # see _day_caps: a late span of a day that is over is reported only
+            severity = "warn"
+            summary += " (late span; that day is over)"
+            evidence["closed_day"] = True
         out.append(
             Finding(
                 detector="spend",
@@ -413,15 +456,7 @@ class SpendDetector:
                 session_id=step.session_id if rule in ("run_cap", "session_cap") else None,
                 trace_id=step.trace_id,
                 span_ids=(step.span_id,),
-                evidence={
-                    "mark": mark,
-                    "spent_usd": round(spent, 8),
-                    "cap_usd": cap,
-                    "fraction": fraction,
-                    "period": period,
-                    "step_cost_usd": step.cost_usd,
-                    "model": step.model,
-                },
+                evidence=evidence,
                 # Warn fractions are separate alerts; the cap and its kill are one alert
                 # that escalates.
                 key=f"{scope}:{fraction:g}" if fraction < 1 else f"{scope}:cap",
@@ -469,7 +504,7 @@ class SpendDetector:
         if not rules.burn_windows or budget is None:
             return  # windows are kept only for scopes that have a daily budget
         burn = self._burn_scope(scope)
-        burn.add(self._burn_lengths(rules), at_ns, step.cost_usd or 0.0)
+        burn.add(self._burn_lengths(rules), at_ns, step.cost_usd or 0.0, now_ns)
         allowed_per_ns = budget / _DAY_NS
         for i, pair in enumerate(rules.burn_windows):
             long_ns, short_ns = int(pair.long_s * _NS), int(pair.short_s * _NS)
