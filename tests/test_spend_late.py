@@ -15,9 +15,9 @@ from typing import Any
 from detectors.spend import ALL_AGENTS, SpendDetector
 from tests.agents.corpus import AgentSim
 from tests.conftest import DaemonThread, otel_provider
-from watchdog.detection import SpendRules, StepContext
+from watchdog.detection import DetectorSettings, SpendRules, StepContext
 from watchdog.model import Finding, Step
-from watchdog.settings import BudgetSettings, DetectorSettings
+from watchdog.settings import BudgetSettings
 
 NS = 10**9
 DAY_NS = 86_400 * NS
@@ -45,8 +45,11 @@ def detector(**budgets: Any) -> SpendDetector:
     return SpendDetector(BudgetSettings.model_validate(budgets))
 
 
+RULES = DetectorSettings.model_validate({})
+
+
 def observe(det: SpendDetector, step: Step, now_ns: int = NOW_NS) -> list[Finding]:
-    return list(det.observe(det.new_state(), step, StepContext(now_ns, DetectorSettings.model_validate({}))))
+    return list(det.observe(det.new_state(), step, StepContext(now_ns, RULES)))
 
 
 # -- the detector on its own -----------------------------------------------------------------
