@@ -34,11 +34,10 @@ from typing import Final
 
 from watchdog.detection import History, RuleInfo, SpendRules, StepContext, ladder_level, short_hash
 from watchdog.model import Finding, Severity, Step, severity_rank
+from watchdog.policy import ALL_AGENTS
 from watchdog.settings import BudgetSettings
 
 __all__ = ["ALL_AGENTS", "RULES", "SpendDetector", "SpendState"]
-
-ALL_AGENTS: Final = "*"
 
 RULES: Final[tuple[RuleInfo, ...]] = (
     RuleInfo(

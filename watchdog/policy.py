@@ -2,7 +2,8 @@
 
 Default (documented in `PolicySettings`): an alert's severity picks the verdict —
 `info` → nothing, `warn` → warn, `pause` → pause, `kill` → kill — on the alert's
-session, else its trace, else its agent. `enforcement.policy.rules` overrides the
+session, else its trace, else its agent. An alert about every agent (agent `*`) acts on
+its session or trace only, never on an agent scope (see `scope_for`). `enforcement.policy.rules` overrides the
 action, scope, ttl or dry-run per rule (keyed `detector.rule`, or `rule` alone);
 `enforcement.policy.dry_run` turns every rule into a dry-run.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Final
 
 from watchdog.alertstore import Alert, AlertEvent
 from watchdog.detection import RuleInfo
@@ -29,6 +31,9 @@ from watchdog.settings import PolicyRule, PolicySettings
 from watchdog.verdicts import Scope, VerdictError, VerdictStore
 
 logger = logging.getLogger(__name__)
+
+ALL_AGENTS: Final = "*"
+"""The agent name of a finding about every agent (spend's total-day cap and burn rate)."""
 
 
 def rule_key(detector: str, rule: str) -> str:
@@ -56,13 +61,26 @@ def validate_policy_rules(settings: PolicySettings, known: Iterable[RuleInfo]) -
 
 
 def scope_for(alert: Alert, how: str) -> Scope | None:
-    """Pick the verdict scope for `alert`: `auto` = session, else trace, else agent."""
+    """Pick the verdict scope for `alert`: `auto` = session, else trace, else agent.
+
+    An alert about every agent (agent `*`: the total-day cap, the all-agent burn rate)
+    never gets an agent scope, whatever `how` says; it acts on the session, else the
+    run (trace), that crossed the line, or on nothing. Why: a verdict scope names one
+    agent, session or trace, and no agent is called `*` (a verdict there would stop
+    nobody while looking enforced). Pausing every agent instead would turn one global
+    tally into a fleet-wide outage, and it is not needed to hold the cap: the guard's
+    budget reservation (watchdog.budgets) already refuses every agent's new spend past
+    `budgets.total_day_usd`. So the run that crossed it stops, the others are refused
+    spend by the reservation, and a person decides on anything broader.
+    """
     order = {
         "auto": ("session", "trace", "agent"),
         "session": ("session", "trace", "agent"),
         "trace": ("trace", "session", "agent"),
         "agent": ("agent",),
     }[how]
+    if alert.agent_name == ALL_AGENTS:
+        order = tuple(kind for kind in order if kind != "agent") or ("session", "trace")
     values = {"agent": alert.agent_name, "session": alert.session_id, "trace": alert.trace_id}
     for kind in order:
         value = values[kind]
@@ -104,7 +122,15 @@ class AlertPolicy:
         if event.change not in ("new", "escalated"):
             return
         action, scope, dry_run, ttl_s = self.decide(alert)
-        if action == "none" or scope is None:
+        if action == "none":
+            return
+        if scope is None:
+            logger.info(
+                "policy: alert %s (%s) names no scope to %s (an all-agents alert acts on its session or run only)",
+                alert.id,
+                rule_key(alert.detector, alert.rule),
+                action,
+            )
             return
         reason = f"{alert.severity}: {alert.summary}"
         try:
