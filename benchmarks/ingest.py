@@ -196,6 +196,26 @@ def peak_rss_mib(pid: int) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU time (user + system) of `pid`'s event-loop thread, its other threads, and its
+    child processes (decode workers), read from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def stat_cpu(path: Path) -> float:
+        # Fields after the parenthesised command name; utime and stime are 14th and 15th.
+        fields = path.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    out = {"loop": 0.0, "threads": 0.0, "children": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        cpu = stat_cpu(task / "stat")
+        out["loop" if task.name == str(pid) else "threads"] += cpu
+        for child in (task / "children").read_text().split():
+            child_total = cpu_seconds(int(child))
+            out["children"] += sum(child_total.values())
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--spans", type=int, default=600_000)
@@ -248,12 +268,14 @@ def main() -> None:
             for _ in range(args.clients)
         ]
         print(f"sending with {args.clients} concurrent clients to {url} …", flush=True)
+        cpu0 = cpu_seconds(proc.pid)
         t0 = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - t0
+        cpu1 = cpu_seconds(proc.pid)
         rss = peak_rss_mib(proc.pid)
         con_check = subprocess.run(
             [
@@ -293,6 +315,13 @@ def main() -> None:
     )
     print(f"503 refusals (retried)    : {len(errors)}")
     print(f"daemon peak RSS (+workers) : {rss:.0f} MiB")
+    # CPU per span does not depend on what else the machine runs as much as spans/s does:
+    # it says how far 2 idle cores could go, and which thread is the bottleneck.
+    per = {k: (cpu1[k] - cpu0[k]) / n_spans * 1e6 for k in cpu0}
+    print(
+        f"daemon CPU per span       : {sum(per.values()):.1f} µs (event loop {per['loop']:.1f}, "
+        f"other threads {per['threads']:.1f}, decode workers {per['children']:.1f})"
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Decoding and normalizing a span costs tens of microseconds of pure Python; on the event
 loop that competes with HTTP, detection and the writer for one GIL. A worker process
-turns a body into a `DecodedRequest` (span rows + steps) on another core and sends it
-back pickled, which costs the loop a fraction of decoding it. Workers are stateless
+turns a body into sealed Arrow tables plus step tuples on another core and sends them
+back as Arrow IPC buffers, which costs the loop a small fraction of decoding it. Workers are stateless
 apart from their Pricer, so a crashed worker only fails the requests it held (503,
 the client retries) and the pool is rebuilt.
 """
@@ -16,8 +16,10 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 from collectors.otlp import DecodedRequest, decode_request, parse_json, parse_protobuf
+from watchdog.batch import SpanBatch
 from watchdog.errors import RetryableError
 from watchdog.pricing import Pricer
 
@@ -31,10 +33,14 @@ def _init_worker(overrides_file: Path | None) -> None:
     _PRICER = Pricer(overrides_file)
 
 
-def _decode(body: bytes, is_json: bool) -> DecodedRequest:
+_Wire = tuple[tuple[bytes, bytes, list[tuple[Any, ...]], list[str]], int, list[str]]
+
+
+def _decode(body: bytes, is_json: bool) -> _Wire:
     assert _PRICER is not None, "worker not initialized"
     req = parse_json(body) if is_json else parse_protobuf(body)
-    return decode_request(req, _PRICER)
+    out = decode_request(req, _PRICER)
+    return out.batch.to_wire(), out.rejected, out.messages
 
 
 class DecodePool:
@@ -81,10 +87,13 @@ class DecodePool:
             raise RetryableError("decoder is not running", retry_after=1)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, _decode, body, is_json)
+            wire, rejected, messages = await loop.run_in_executor(
+                self._pool, _decode, body, is_json
+            )
         except BrokenProcessPool as err:
             logger.error("a decode worker died; restarting the pool")
             old, self._pool = self._pool, self._new_pool()
             if old is not None:
                 old.shutdown(wait=False, cancel_futures=True)
             raise RetryableError("decoder restarted", retry_after=1) from err
+        return DecodedRequest(SpanBatch.from_wire(wire), rejected, messages)

@@ -19,8 +19,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from collectors.normalize import normalize_span
+from watchdog.batch import SPAN_KINDS, STATUS_CODES, SpanBatch, SpanColumns
 from watchdog.errors import PermanentError
-from watchdog.pipeline import SPAN_KINDS, STATUS_CODES, SpanBatch
 from watchdog.pricing import Pricer
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
@@ -53,7 +53,13 @@ def any_value(v: AnyValue) -> Any:
 
 def attributes(kvs: Any) -> dict[str, Any]:
     """Convert a repeated KeyValue field to a dict (last key wins)."""
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        v = kv.value
+        # Most values are non-empty strings: one field read instead of WhichOneof.
+        s = v.string_value
+        out[kv.key] = s if s else any_value(v)
+    return out
 
 
 def to_text(value: Any) -> str:
@@ -173,70 +179,108 @@ def _links(span: Any) -> list[dict[str, Any]]:
 
 
 def decode_request(req: ExportTraceServiceRequest, pricer: Pricer) -> DecodedRequest:
-    """Turn a parsed request into span rows plus steps; invalid spans are counted, not fatal."""
-    out = DecodedRequest(SpanBatch())
-    b = out.batch
+    """Turn a parsed request into a sealed batch; invalid spans are counted, not fatal."""
+    c = SpanColumns()
+    rejected = 0
+    messages: list[str] = []
+    # This loop is the ingest hot path (tens of thousands of spans a second): the list
+    # appends are bound once instead of looked up per span.
+    add_ts, add_trace, add_span = c.timestamp_ns.append, c.trace_id.append, c.span_id.append
+    add_parent, add_state = c.parent_span_id.append, c.trace_state.append
+    add_name, add_kind = c.span_name.append, c.span_kind.append
+    add_service, add_scope, add_scope_v = (
+        c.service_name.append,
+        c.scope_name.append,
+        c.scope_version.append,
+    )
+    add_duration, add_status, add_status_msg = (
+        c.duration_ns.append,
+        c.status_code.append,
+        c.status_message.append,
+    )
+    add_res_keys, add_res_vals, add_res_len = (
+        c.res_keys.extend,
+        c.res_vals.extend,
+        c.res_lens.append,
+    )
+    add_attr_keys, add_attr_vals, add_attr_len = (
+        c.attr_keys.extend,
+        c.attr_vals.extend,
+        c.attr_lens.append,
+    )
+    add_events, add_links, add_step = c.events.append, c.links.append, c.steps.append
     for rs in req.resource_spans:
         res_attrs = attributes(rs.resource.attributes)
         service = res_attrs.get("service.name")
         service_name = service if isinstance(service, str) and service else "unknown_service"
-        res_items = [(k, to_text(v)) for k, v in res_attrs.items()]
-        res_keys = [k for k, _ in res_items]
-        res_vals = [v for _, v in res_items]
+        res_keys = list(res_attrs)
+        res_vals = [to_text(v) for v in res_attrs.values()]
+        n_res = len(res_keys)
         for ss in rs.scope_spans:
             scope_name = ss.scope.name
             scope_version = ss.scope.version
             for span in ss.spans:
-                problem = _validate(span)
-                if problem is not None:
-                    out.rejected += 1
-                    if len(out.messages) < _MAX_REJECT_MESSAGES:
-                        out.messages.append(problem)
+                raw_trace, raw_span = span.trace_id, span.span_id
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                raw_parent = span.parent_span_id
+                if (
+                    len(raw_trace) != 16
+                    or len(raw_span) != 8
+                    or (raw_parent and len(raw_parent) != 8)
+                    or end < start
+                    or not start
+                    or not any(raw_trace)
+                    or not any(raw_span)
+                ):
+                    rejected += 1
+                    if len(messages) < _MAX_REJECT_MESSAGES:
+                        messages.append(_validate(span) or f"span {span.name!r}: invalid")
                     continue
                 attrs = attributes(span.attributes)
-                trace_id = span.trace_id.hex()
-                span_id = span.span_id.hex()
-                parent = span.parent_span_id.hex()
-                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                trace_id = raw_trace.hex()
+                span_id = raw_span.hex()
+                parent = raw_parent.hex()
+                name = span.name
+                status = span.status
+                code = status.code
+                status_message = status.message
+                kind = span.kind
                 events, plain_events = _events(span) if span.events else ([], [])
-                b.timestamp_ns.append(start)
-                b.trace_id.append(trace_id)
-                b.span_id.append(span_id)
-                b.parent_span_id.append(parent)
-                b.trace_state.append(span.trace_state)
-                b.span_name.append(span.name)
-                b.span_kind.append(SPAN_KINDS[span.kind] if 0 <= span.kind < 6 else "Unspecified")
-                b.service_name.append(service_name)
-                b.scope_name.append(scope_name)
-                b.scope_version.append(scope_version)
-                b.duration_ns.append(end - start)
-                code = span.status.code
-                b.status_code.append(STATUS_CODES[code] if 0 <= code < 3 else "Unset")
-                b.status_message.append(span.status.message)
-                b.res_keys.extend(res_keys)
-                b.res_vals.extend(res_vals)
-                b.res_lens.append(len(res_keys))
-                b.attr_keys.extend(attrs)
-                b.attr_vals.extend(
-                    [v if v.__class__ is str else to_text(v) for v in attrs.values()]
-                )
-                b.attr_lens.append(len(attrs))
-                b.events.append(events)
-                b.links.append(_links(span) if span.links else [])
+                add_ts(start)
+                add_trace(trace_id)
+                add_span(span_id)
+                add_parent(parent)
+                add_state(span.trace_state)
+                add_name(name)
+                add_kind(SPAN_KINDS[kind] if 0 <= kind < 6 else "Unspecified")
+                add_service(service_name)
+                add_scope(scope_name)
+                add_scope_v(scope_version)
+                add_duration(end - start)
+                add_status(STATUS_CODES[code] if 0 <= code < 3 else "Unset")
+                add_status_msg(status_message)
+                add_res_keys(res_keys)
+                add_res_vals(res_vals)
+                add_res_len(n_res)
+                add_attr_keys(attrs)
+                add_attr_vals([v if v.__class__ is str else to_text(v) for v in attrs.values()])
+                add_attr_len(len(attrs))
+                add_events(events)
+                add_links(_links(span) if span.links else [])
                 step = normalize_span(
                     trace_id=trace_id,
                     span_id=span_id,
                     parent_span_id=parent,
-                    name=span.name,
+                    name=name,
                     start_ns=start,
                     end_ns=end,
                     status_code=code,
-                    status_message=span.status.message,
+                    status_message=status_message,
                     attrs=attrs,
                     resource_attrs=res_attrs,
                     events=plain_events,
                     pricer=pricer,
                 )
                 if step is not None:
-                    b.steps.append(step)
-    return out
+                    add_step(step)
+    return DecodedRequest(c.seal(), rejected, messages)

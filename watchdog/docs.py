@@ -541,6 +541,18 @@ def _conds(conditions: Sequence[Any]) -> str:
 _CREATE = re.compile(r"CREATE\s+(TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 
 
+def _view_sources() -> dict[str, str]:
+    """View → the migration file that (last) defines it."""
+    from watchdog.store import list_migrations
+
+    out: dict[str, str] = {}
+    for _version, name, sql in list_migrations():
+        for m in _CREATE.finditer(sql):
+            if m.group(1).upper() == "VIEW":
+                out[m.group(2)] = name
+    return out
+
+
 def _migration_notes() -> dict[str, tuple[str, str]]:
     """Table → (migration file, the comment block just above its CREATE statement)."""
     from watchdog.store import list_migrations
@@ -574,10 +586,18 @@ def render_schema() -> str:
                 "information_schema.columns WHERE table_schema = 'main' "
                 "ORDER BY table_name, ordinal_position"
             ).fetchall()
+            views = {
+                r[0]
+                for r in store.con.execute(
+                    "SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = 'main' AND table_type = 'VIEW'"
+                ).fetchall()
+            }
             version = store.schema_version()
         finally:
             store.close()
     notes = _migration_notes()
+    views_by = _view_sources()
     tables: dict[str, list[tuple[str, str, str]]] = {}
     for table, column, dtype, nullable in rows:
         tables.setdefault(table, []).append((column, dtype, nullable))
@@ -596,7 +616,12 @@ def render_schema() -> str:
         out.append(f"## {t}\n")
         if t in notes:
             file, comment = notes[t]
-            out.append((comment + " " if comment else "") + f"(created by `{file}`)\n")
+            what = (
+                f"a view defined in `{views_by.get(t, file)}`"
+                if t in views
+                else f"created by `{file}`"
+            )
+            out.append((comment + " " if comment else "") + f"({what})\n")
         elif t == "schema_version":
             out.append("The migrations applied to this file, one row each.\n")
         out.append("| column | type | null |")

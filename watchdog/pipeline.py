@@ -13,83 +13,14 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
+from watchdog.batch import SpanBatch
 from watchdog.errors import RetryableError
-from watchdog.model import Committed, Step
+from watchdog.model import Committed
 from watchdog.telemetry import METRICS
 
 logger = logging.getLogger(__name__)
-
-SPAN_KINDS = ("Unspecified", "Internal", "Server", "Client", "Producer", "Consumer")
-STATUS_CODES = ("Unset", "Ok", "Error")
-
-
-@dataclass(slots=True)
-class SpanBatch:
-    """The rows of one request: span columns in `otel_traces` order plus normalized steps.
-
-    Map columns are kept flat (keys, values, per-row lengths) so the writer builds Arrow
-    map arrays without touching each pair again.
-    """
-
-    timestamp_ns: list[int] = field(default_factory=list)
-    trace_id: list[str] = field(default_factory=list)
-    span_id: list[str] = field(default_factory=list)
-    parent_span_id: list[str] = field(default_factory=list)
-    trace_state: list[str] = field(default_factory=list)
-    span_name: list[str] = field(default_factory=list)
-    span_kind: list[str] = field(default_factory=list)
-    service_name: list[str] = field(default_factory=list)
-    scope_name: list[str] = field(default_factory=list)
-    scope_version: list[str] = field(default_factory=list)
-    duration_ns: list[int] = field(default_factory=list)
-    status_code: list[str] = field(default_factory=list)
-    status_message: list[str] = field(default_factory=list)
-    res_keys: list[str] = field(default_factory=list)
-    res_vals: list[str] = field(default_factory=list)
-    res_lens: list[int] = field(default_factory=list)
-    attr_keys: list[str] = field(default_factory=list)
-    attr_vals: list[str] = field(default_factory=list)
-    attr_lens: list[int] = field(default_factory=list)
-    events: list[list[dict[str, Any]]] = field(default_factory=list)
-    links: list[list[dict[str, Any]]] = field(default_factory=list)
-    steps: list[Step] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.span_id)
-
-    def extend(self, other: SpanBatch) -> None:
-        """Append every row of `other` (used by the writer to group commits)."""
-        for name in self.__slots__:  # type: ignore[attr-defined]
-            getattr(self, name).extend(getattr(other, name))
-
-    def drop_rows(self, keep: Sequence[bool]) -> SpanBatch:
-        """Return a copy holding only the span rows whose flag in `keep` is true."""
-        out = SpanBatch()
-        res_pos = attr_pos = 0
-        simple = [n for n in self.__slots__ if n not in _FLAT]  # type: ignore[attr-defined]
-        for i, k in enumerate(keep):
-            rl, al = self.res_lens[i], self.attr_lens[i]
-            if k:
-                for name in simple:
-                    if name != "steps":
-                        getattr(out, name).append(getattr(self, name)[i])
-                out.res_keys.extend(self.res_keys[res_pos : res_pos + rl])
-                out.res_vals.extend(self.res_vals[res_pos : res_pos + rl])
-                out.res_lens.append(rl)
-                out.attr_keys.extend(self.attr_keys[attr_pos : attr_pos + al])
-                out.attr_vals.extend(self.attr_vals[attr_pos : attr_pos + al])
-                out.attr_lens.append(al)
-            res_pos += rl
-            attr_pos += al
-        kept = {self.span_id[i] + self.trace_id[i] for i, k in enumerate(keep) if k}
-        out.steps = [s for s in self.steps if s.span_id + s.trace_id in kept]
-        return out
-
-
-_FLAT = frozenset({"res_keys", "res_vals", "res_lens", "attr_keys", "attr_vals", "attr_lens"})
 
 
 @dataclass(slots=True)
@@ -233,19 +164,18 @@ class BatchWriter:
                 self._idle.set()
 
     async def _commit(self, pending: list[_Pending]) -> None:
-        merged = SpanBatch()
-        for p in pending:
-            merged.extend(p.batch)
+        merged = SpanBatch.merge([p.batch for p in pending])
         n_spans = len(merged)
-        keys = [t + s for t, s in zip(merged.trace_id, merged.span_id, strict=True)]
+        keys = merged.keys
+        recent = self._recent
         seen: set[str] = set()
         keep = []
         for k in keys:
-            keep.append(k not in self._recent and k not in seen)
+            keep.append(k not in recent and k not in seen)
             seen.add(k)
         if not all(keep):
             METRICS.spans_duplicate.inc(keep.count(False))
-            merged = merged.drop_rows(keep)
+            merged = merged.keep_rows(keep)
         started = time.perf_counter()
         try:
             await self._write(merged)

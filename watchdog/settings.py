@@ -62,7 +62,12 @@ class StorageSettings(Section):
 
     data_dir: Path = Field(Path("watchdog-data"), description="Directory of the DuckDB file.")
     memory_limit: str = Field("1GB", description="DuckDB memory limit for the daemon.")
-    threads: int = Field(2, ge=1, description="DuckDB worker threads.")
+    threads: int = Field(
+        1,
+        ge=1,
+        description="DuckDB worker threads. One keeps ingest cheapest on a small machine "
+        "(a second thread costs more CPU per insert than it saves); raise it for heavy SQL.",
+    )
 
 
 class IngestSettings(Section):

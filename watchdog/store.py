@@ -8,7 +8,6 @@ small pool of threads with a cursor each. The event loop never touches a connect
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -18,42 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-import pyarrow as pa
 
+from watchdog.batch import SpanBatch
 from watchdog.errors import ConfigError
-from watchdog.model import Step
-from watchdog.pipeline import SpanBatch
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_MAP = pa.map_(pa.string(), pa.string())
-_EVENT = pa.struct([("Timestamp", pa.timestamp("ns")), ("Name", pa.string()), ("Attributes", _MAP)])
-_LINK = pa.struct(
-    [
-        ("TraceId", pa.string()),
-        ("SpanId", pa.string()),
-        ("TraceState", pa.string()),
-        ("Attributes", _MAP),
-    ]
-)
-
-# Step fields whose column name differs from the dataclass field.
-_STEP_COLUMN = {"start_time_ns": "start_time", "end_time_ns": "end_time"}
-_STEP_FIELDS = [f.name for f in dataclasses.fields(Step)]
-_STEP_TYPES = {
-    "start_time_ns": pa.timestamp("ns"),
-    "end_time_ns": pa.timestamp("ns"),
-    "input_tokens": pa.int64(),
-    "output_tokens": pa.int64(),
-    "cache_read_tokens": pa.int64(),
-    "cache_write_tokens": pa.int64(),
-    "reasoning_tokens": pa.int64(),
-    "cost_usd": pa.float64(),
-    "is_error": pa.bool_(),
-    "user_turns": pa.int64(),
-}
 
 
 def list_migrations() -> list[tuple[int, str, str]]:
@@ -64,60 +34,6 @@ def list_migrations() -> list[tuple[int, str, str]]:
         if name.endswith(".sql") and name[:4].isdigit():
             out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
     return sorted(out)
-
-
-def _map_array(keys: list[str], vals: list[str], lens: list[int]) -> pa.Array:
-    offsets = [0]
-    total = 0
-    for n in lens:
-        total += n
-        offsets.append(total)
-    return pa.MapArray.from_arrays(
-        pa.array(offsets, pa.int32()), pa.array(keys, pa.string()), pa.array(vals, pa.string())
-    )
-
-
-def _nested(rows: list[list[dict[str, Any]]], typ: pa.DataType) -> pa.Array | None:
-    # Most spans carry no events or links. Converting a column of empty nested lists
-    # costs as much as the attribute maps, so spans without any get NULL instead of [].
-    if not any(rows):
-        return None
-    return pa.array([r or None for r in rows], pa.list_(typ))
-
-
-def spans_table(b: SpanBatch) -> pa.Table:
-    """Build the Arrow table of `b` in the `spans` column layout (Events/Links NULL when none)."""
-    cols: dict[str, Any] = {
-        "Timestamp": pa.array(b.timestamp_ns, pa.timestamp("ns")),
-        "TraceId": b.trace_id,
-        "SpanId": b.span_id,
-        "ParentSpanId": b.parent_span_id,
-        "TraceState": b.trace_state,
-        "SpanName": b.span_name,
-        "SpanKind": b.span_kind,
-        "ServiceName": b.service_name,
-        "ResourceAttributes": _map_array(b.res_keys, b.res_vals, b.res_lens),
-        "ScopeName": b.scope_name,
-        "ScopeVersion": b.scope_version,
-        "SpanAttributes": _map_array(b.attr_keys, b.attr_vals, b.attr_lens),
-        "Duration": pa.array(b.duration_ns, pa.uint64()),
-        "StatusCode": b.status_code,
-        "StatusMessage": b.status_message,
-    }
-    for name, rows, typ in (("Events", b.events, _EVENT), ("Links", b.links, _LINK)):
-        arr = _nested(rows, typ)
-        if arr is not None:
-            cols[name] = arr
-    return pa.table(cols)
-
-
-def steps_table(steps: list[Step]) -> pa.Table:
-    """Build the Arrow table of `steps` in the `steps` column layout."""
-    cols: dict[str, pa.Array] = {}
-    for name in _STEP_FIELDS:
-        values = [getattr(s, name) for s in steps]
-        cols[_STEP_COLUMN.get(name, name)] = pa.array(values, _STEP_TYPES.get(name, pa.string()))
-    return pa.table(cols)
 
 
 class Store:
@@ -258,17 +174,14 @@ class Store:
 
     # -- spans -----------------------------------------------------------------------
     async def write_spans(self, batch: SpanBatch) -> None:
-        """Commit the spans and steps of `batch` in one transaction (Arrow built on the writer)."""
+        """Commit the spans and steps of `batch` in one transaction on the writer thread."""
 
         def insert(cur: duckdb.DuckDBPyConnection) -> None:
-            # Building the Arrow tables here keeps that work off the event loop.
-            spans = spans_table(batch)
-            cur.register("_spans_in", spans)
-            cur.execute("INSERT INTO spans BY NAME SELECT * FROM _spans_in")
+            cur.register("_spans_in", batch.spans)
+            cur.execute("INSERT INTO span_records BY NAME SELECT * FROM _spans_in")
             cur.unregister("_spans_in")
             if batch.steps:
-                steps = steps_table(batch.steps)
-                cur.register("_steps_in", steps)
+                cur.register("_steps_in", batch.steps_table)
                 cur.execute("INSERT INTO steps BY NAME SELECT * FROM _steps_in")
                 cur.unregister("_steps_in")
 
