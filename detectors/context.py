@@ -7,7 +7,9 @@ Signals, cheapest first, each a stable rule id (see `RULES`):
   balance), `zero_flip`, `unseen_category`, `unseen_shape` (a name with a hyphen),
   `type_change`;
 * `empty_then_destructive`: a write/delete/send/publish/pay right after a look-up whose
-  result was empty or an error (for tools that are normally not empty);
+  result was empty or an error, unless normal runs show that pair after an empty
+  result; a send only to recipients already in the run (the "not found" reply to the
+  person asking) is said at info;
 * `fan_out_recipients`: one send-type call to far more recipients than this tool ever
   had (one reply to 200 customers); `fan_out_run`: far more side-effecting calls in one
   run than any run of this agent had;
@@ -62,6 +64,7 @@ __all__ = [
     "money_figures",
     "numbers_in",
     "recipient_count",
+    "recipients_of",
 ]
 
 RULES: Final[tuple[RuleInfo, ...]] = (
@@ -107,7 +110,7 @@ RULES: Final[tuple[RuleInfo, ...]] = (
         "context",
         "empty_then_destructive",
         "A write/delete/send/publish/pay within `empty_lookback_steps` calls of a look-up "
-        "that returned nothing or failed.",
+        "that returned nothing or failed (info for a send only to recipients already in the run).",
         "detectors.context.empty_then_destructive_severity",
     ),
     RuleInfo(
@@ -138,6 +141,7 @@ _HIGH_RISK: Final = frozenset({"pay", "delete", "send"})
 LEARN_PER_STEP: Final = 4
 _MAX_GROUNDED: Final = 5000
 _MAX_DERIVE: Final = 60
+_MAX_TEXTS: Final = 64
 
 # --- recipients -------------------------------------------------------------------------------
 
@@ -169,6 +173,18 @@ _ADDRESS_SPLIT: Final = re.compile(r"[,;]")
 _EMAIL: Final = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 
 
+def _recipient_fields(args: Mapping[Any, Any], keys: Iterable[str]) -> list[Any]:
+    """The values under recipient keys, at the top level and one nested level."""
+    wanted = _lowered(keys)
+    out = []
+    nested = [v for v in args.values() if _is_mapping(v)]
+    for scope in (args, *nested):
+        for key, value in scope.items():
+            if (key.lower() if key.__class__ is str else str(key).lower()) in wanted:
+                out.append(value)
+    return out
+
+
 def recipient_count(args: Any, keys: Iterable[str]) -> int | None:
     """Recipients a call addresses: list lengths / comma-separated items under recipient keys.
 
@@ -182,23 +198,37 @@ def recipient_count(args: Any, keys: Iterable[str]) -> int | None:
         return n or None
     if not isinstance(args, Mapping):
         return None
-    wanted = _lowered(keys)
     total: int | None = None
-    nested = [v for v in args.values() if _is_mapping(v)]
-    for scope in (args, *nested):
-        for key, value in scope.items():
-            if (key.lower() if key.__class__ is str else str(key).lower()) not in wanted:
-                continue
-            if isinstance(value, list):
-                n = len(value)
-            elif isinstance(value, str):
-                n = len([p for p in _ADDRESS_SPLIT.split(value) if p.strip()])
-            elif isinstance(value, Mapping):
-                n = len(value)
-            else:
-                continue
-            total = (total or 0) + n
+    for value in _recipient_fields(args, keys):
+        if isinstance(value, list):
+            n = len(value)
+        elif isinstance(value, str):
+            n = len([p for p in _ADDRESS_SPLIT.split(value) if p.strip()])
+        elif isinstance(value, Mapping):
+            n = len(value)
+        else:
+            continue
+        total = (total or 0) + n
     return total
+
+
+def recipients_of(args: Any, keys: Iterable[str]) -> list[str]:
+    """The recipients a call addresses, as strings (the items `recipient_count` counts)."""
+    if isinstance(args, str):
+        return _EMAIL.findall(args[:65536])
+    if not isinstance(args, Mapping):
+        return []
+    out: list[str] = []
+    for value in _recipient_fields(args, keys):
+        items = value if isinstance(value, list) else list(value) if _is_mapping(value) else [value]
+        for item in items:
+            if isinstance(item, str):
+                out.extend(p.strip() for p in _ADDRESS_SPLIT.split(item) if p.strip())
+            elif isinstance(item, int | float) and not isinstance(item, bool):
+                out.append(f"{item:g}" if isinstance(item, float) else str(item))
+            else:
+                out.append(str(item))
+    return out
 
 
 # --- figures ----------------------------------------------------------------------------------
@@ -504,20 +534,38 @@ class ContextState:
     # carries the same message, so its numbers are read once.
     message: str | None = None
     message_numbers: list[float] = field(default_factory=list)
+    # The run's tool arguments, results and messages (references, bounded): who the run
+    # is about, looked up only when a send follows an empty look-up.
+    texts: list[str] = field(default_factory=list)
 
     def start_run(self, trace_id: str) -> None:
         """Forget the previous run's facts: figures are grounded per run."""
         self.trace_id = trace_id
         self.grounded = []
+        self.texts = []
         self.has_evidence = False
         self.last_lookup = None
         self.side_effects = 0
         self.fired = set()
 
+    def remember(self, text: str | None) -> None:
+        """Keep a text of the run for `knows` (the first `_MAX_TEXTS` of a run)."""
+        if text and len(self.texts) < _MAX_TEXTS:
+            self.texts.append(text)
+
+    def knows(self, value: str) -> bool:
+        """True when `value` (3+ characters) is in a text of the run or the current message."""
+        if len(value) < 3:
+            return False
+        if self.message is not None and value in self.message:
+            return True
+        return any(value in t for t in self.texts)
+
     def ground(self, text: str | None) -> None:
         """Remember the numbers of a tool result or user message as grounded."""
         if not text:
             return
+        self.remember(text)
         self.has_evidence = True
         room = _MAX_GROUNDED - len(self.grounded)
         if room > 0:
@@ -688,13 +736,18 @@ def _action_checks(
         cold = lstats is None or lstats.calls < rules.fan_out_min_history
         if routine < rules.empty_routine_runs:
             what = "failed" if lookup.error else "returned nothing"
+            # Telling the person the run is about that nothing was found is the expected
+            # answer to an empty look-up, not acting on missing facts: said at info, so
+            # the run is learned and the pair becomes routine.
+            reply = p.action == "send" and _all_known(state, p.args, rules)
             out.append(
                 _finding(
                     p,
                     "empty_then_destructive",
                     # Without history, say it but do not stop the run from being learned.
-                    "info" if cold else rules.empty_then_destructive_severity,
-                    f"{p.tool} ({p.action}) right after {lookup.tool} {what}",
+                    "info" if cold or reply else rules.empty_then_destructive_severity,
+                    f"{p.tool} ({p.action}) right after {lookup.tool} {what}"
+                    + (" (to recipients already in the run)" if reply else ""),
                     {
                         "lookup_tool": lookup.tool,
                         "lookup_span_id": lookup.span_id,
@@ -702,6 +755,7 @@ def _action_checks(
                         "lookup_calls_seen": lstats.calls if lstats else 0,
                         "pair_seen_in_normal_runs": routine,
                         "cold_start": cold,
+                        "recipients_in_run": reply,
                     },
                     f"{lookup.tool}>{p.tool}",
                 )
@@ -713,6 +767,13 @@ def _action_checks(
             )
         )
     return out
+
+
+def _all_known(state: ContextState, args: Any, rules: ContextRules) -> bool:
+    """True when a call names recipients and every one already appeared in the run."""
+    recipients = recipients_of(args, rules.recipient_keys)
+    # Past a few dozen it is no reply, whoever they are (fan-out judges the count).
+    return 0 < len(recipients) <= 50 and all(state.knows(r) for r in recipients)
 
 
 _ANOMALY_RULES: Final[dict[str, str]] = {
@@ -812,6 +873,7 @@ def _track_tool(
     `empty` is `is_empty_result(step.tool_result)` when the caller has it already.
     """
     state.ground(step.tool_result)
+    state.remember(step.tool_args)
     if state.last_lookup is not None:
         state.last_lookup.calls_since += 1
     if action == "read":

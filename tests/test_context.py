@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,14 @@ from detectors.context import (
     is_grounded,
     money_figures,
     recipient_count,
+    recipients_of,
 )
 from detectors.context_profile import FieldProfile, ProfileThresholds, value_shape
 from detectors.context_rules import RuleSubject, evaluate, load_rules, parse_rules
 from detectors.drift import validate_drift_context
 from tests.agents import drift_corpus as dc
-from tests.conftest import http_json
-from tests.test_drift import history_dir, loud, play, start  # noqa: F401  (fixtures)
+from tests.conftest import DaemonThread, http_json, otel_provider
+from tests.test_drift import history_dir, loud, play, start, store_history  # noqa: F401  (fixtures)
 from watchdog.detection import DetectorSettings
 from watchdog.drift_context import ContextRules
 from watchdog.errors import ConfigError
@@ -51,6 +53,10 @@ def test_shapes_figures_recipients_and_empty_results() -> None:
     assert recipient_count({"message": {"recipients": list(range(7))}}, ["recipients"]) == 7
     assert recipient_count('{"to": ["a@x.io", "b@x.io", "c@ex', ["to"]) == 2  # clipped JSON
     assert recipient_count({"query": "x"}, ["to"]) is None
+    assert recipients_of({"to": ["a@x.io"], "cc": "c@x.io; d@x.io"}, ["to", "cc"]) == [
+        "a@x.io", "c@x.io", "d@x.io"
+    ]  # fmt: skip
+    assert recipients_of({"msg": {"user_ids": [7, 8]}}, ["user_ids"]) == ["7", "8"]
     figs = money_figures({"amount": 39.5, "body": "Pro is $1,299.00/yr or 15% off"}, ["amount"])
     assert {(f.value, f.percent) for f in figs} == {(39.5, False), (1299.0, False), (15.0, True)}
     assert is_grounded(Figure("a", 49.0), [49.0])
@@ -206,6 +212,46 @@ def test_update_after_empty_lookup_fires_but_create_and_routine_replies_do_not(s
     found = rules_of(alerts, bad.trace_id)["empty_then_destructive"]
     assert found["severity"] == "pause" and found["evidence"]["lookup_tool"] == "search_contacts"
     assert loud(alerts, create.trace_id) == [] and loud(alerts, reply.trace_id) == []
+
+
+@pytest.fixture(scope="session")
+def support_history_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Normal support-bot runs in which no look-up ever came back empty."""
+    rng = random.Random(3)
+    runs = [r for r in (dc.support_normal(rng) for _ in range(60)) if r.label == "normal"]
+    return store_history(tmp_path_factory.getbasetemp() / "support-history", runs[:40])
+
+
+def _not_found_reply() -> dc.RunSpec:
+    return next(
+        r for r in iter(lambda: dc.support_normal(RNG), None) if r.label == "normal_not_found_reply"
+    )
+
+
+def test_a_not_found_reply_is_info_even_unseen_and_a_send_to_a_stranger_pauses(
+    support_history_dir: Path, tmp_path: Path, daemon_factory: Callable[..., DaemonThread]
+) -> None:
+    # The history never had an empty get_order, so the pair get_order → send_reply is
+    # unknown. Replying to the customer the run looked up is still the right answer (and
+    # at info the run is learned, so the pair becomes routine); writing to anyone else
+    # after the empty look-up is not.
+    data = dc.copy_history(support_history_dir, tmp_path / "data")
+    d = daemon_factory(data_dir=data, detectors=dc.TEST_DETECTORS)
+    s = dc.Sender(d.url, lambda url, agent: otel_provider(url, service=agent))
+    reply, stranger = _not_found_reply(), _not_found_reply()
+    send = stranger.events[-1]
+    assert isinstance(send, dc.Call)
+    send.args = {**send.args, "to": ["someone.else@example.org"]}
+    try:
+        alerts = play(d, s, reply, stranger)
+    finally:
+        s.close()
+    info = rules_of(alerts, reply.trace_id)["empty_then_destructive"]
+    assert info["severity"] == "info" and info["evidence"]["recipients_in_run"] is True
+    assert info["evidence"]["pair_seen_in_normal_runs"] == 0
+    assert loud(alerts, reply.trace_id) == []
+    found = rules_of(alerts, stranger.trace_id)["empty_then_destructive"]
+    assert found["severity"] == "pause" and found["evidence"]["recipients_in_run"] is False
 
 
 def test_reply_to_200_customers_fires_fan_out_and_the_shipped_rule(start: Any) -> None:

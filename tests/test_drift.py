@@ -194,6 +194,19 @@ def test_off_topic_steps_fire_off_task(start: Any) -> None:
     assert min(x["relevance"] for x in off[0]["evidence"]["steps"]) < 0.1
 
 
+def store_history(data: Path, runs: list[dc.RunSpec]) -> Path:
+    """Store `runs` as history in `data` through a real daemon with detection off."""
+    d = DaemonThread(make_settings(data, detectors={"enabled": False})).start()
+    try:
+        sender = dc.Sender(d.url, lambda url, agent: otel_provider(url, service=agent))
+        sender.send(runs, dc.HISTORY_START_NS)
+        sender.close()
+        d.settle()
+    finally:
+        d.stop()
+    return data
+
+
 @pytest.fixture(scope="session")
 def devops_history_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 normal devops-bot runs stored through a real daemon (detection off).
@@ -201,17 +214,9 @@ def devops_history_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     A history as long as the benchmark's: with it, the scorer before synonyms found
     "removing expired sessions" → `DELETE FROM sessions` below this agent's p5.
     """
-    data = tmp_path_factory.getbasetemp() / "devops-history"
-    d = DaemonThread(make_settings(data, detectors={"enabled": False})).start()
-    try:
-        rng = random.Random(3)
-        sender = dc.Sender(d.url, lambda url, agent: otel_provider(url, service=agent))
-        sender.send([dc.devops_normal(rng) for _ in range(120)], dc.HISTORY_START_NS)
-        sender.close()
-        d.settle()
-    finally:
-        d.stop()
-    return data
+    rng = random.Random(3)
+    runs = [dc.devops_normal(rng) for _ in range(120)]
+    return store_history(tmp_path_factory.getbasetemp() / "devops-history", runs)
 
 
 def test_a_delete_that_does_what_the_task_says_is_not_off_task(
