@@ -11,6 +11,7 @@ the client retries) and the pool is rebuilt.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -43,6 +44,27 @@ def _decode(body: bytes, is_json: bool) -> _Wire:
     return out.batch.to_wire(), out.rejected, out.messages
 
 
+# Linux pipes hold 64 KiB by default. A 500-span body (~200 KiB) or its decoded rows
+# (~600 KiB) then cross in a dozen write/wake/read rounds between the processes; a 1 MiB
+# pipe (the default /proc/sys/fs/pipe-max-size) takes one.
+_PIPE_BYTES = 1 << 20
+
+
+def _widen_pipes(pool: ProcessPoolExecutor) -> None:
+    """Best effort: enlarge the pool's call and result pipes (Linux only)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if set_size is None:
+        return
+    for name in ("_call_queue", "_result_queue"):
+        conn = getattr(getattr(pool, name, None), "_reader", None)
+        if conn is None:
+            continue
+        try:
+            fcntl.fcntl(conn.fileno(), set_size, _PIPE_BYTES)
+        except OSError:  # capped lower by the system: keep the default
+            logger.debug("could not enlarge the %s pipe", name, exc_info=True)
+
+
 class DecodePool:
     """A pool of decoding processes with the Component lifecycle."""
 
@@ -55,12 +77,14 @@ class DecodePool:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # forkserver: the daemon runs DuckDB threads, and forking a threaded process is unsafe.
-        return ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             self._workers,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=_init_worker,
             initargs=(self._overrides_file,),
         )
+        _widen_pipes(pool)
+        return pool
 
     async def start(self) -> None:
         """Start the workers and wait until each has imported its code."""

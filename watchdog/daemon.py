@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -46,7 +47,8 @@ class Daemon:
         self.writer = BatchWriter(
             self.queue, self.store.write_spans, settings.ingest.max_batch_spans
         )
-        self.alerts = AlertStore(self.store)
+        # Listener queues start as a component (registry); stop drains them.
+        self.alerts = AlertStore(self.store, supervisor=self.supervisor)
         self.verdicts = VerdictStore(
             self.store,
             self.supervisor,
@@ -101,6 +103,10 @@ class Daemon:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, self.request_stop)
         await self.start()
+        # What start built (modules, price tables, replayed detector state) lives as long as
+        # the process: frozen, it is no longer rescanned by every full garbage collection.
+        gc.collect()
+        gc.freeze()
         print(f"watchdog listening on {self.url}", flush=True)
         await self._stop_requested.wait()
         await self.stop()
@@ -110,10 +116,16 @@ class Daemon:
         """Wait until queued spans are committed and components report idle (tests)."""
         deadline = time.monotonic() + timeout_s
         await asyncio.wait_for(self.writer.wait_idle(), timeout_s)
-        for comp in self.components:
-            settle = getattr(comp, "settle", None)
-            if settle is not None:
-                await asyncio.wait_for(settle(), max(deadline - time.monotonic(), 0.1))
+        while True:
+            announced = self.alerts.announced
+            for comp in self.components:
+                settle = getattr(comp, "settle", None)
+                if settle is not None:
+                    await asyncio.wait_for(settle(), max(deadline - time.monotonic(), 0.1))
+            # An alert change made while the components settled (a resolve, a receiver
+            # disabled) is dispatched on the alert store's task: settle again for it.
+            if self.alerts.announced == announced:
+                break
 
     async def stop(self) -> None:
         """Stop intake, drain and commit the queue, stop components, close the store."""

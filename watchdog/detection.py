@@ -449,15 +449,32 @@ _ISO_TIME = re.compile(
 _LONG_HEX = re.compile(r"\b[0-9a-fA-F]{16,}\b")
 
 
+_VOLATILE_TEXT = re.compile(f"{_UUID.pattern}|{_ISO_TIME.pattern}|{_LONG_HEX.pattern}")
+# One encoder for every fingerprint: `json.dumps` with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+)
+
+
 def _strip(value: Any, volatile: frozenset[str], suffixes: tuple[str, ...], scrub: bool) -> Any:
     if isinstance(value, dict):
-        return {
-            k: _strip(v, volatile, suffixes, scrub)
-            for k, v in value.items()
-            if (key := str(k).lower()) not in volatile and not (suffixes and key.endswith(suffixes))
-        }
+        out = {}
+        for k, v in value.items():
+            key = k.lower() if k.__class__ is str else str(k).lower()
+            if key in volatile or (suffixes and key.endswith(suffixes)):
+                continue
+            # Scalars are the common case: no recursive call for them.
+            if isinstance(v, dict | list) or (scrub and v.__class__ is str):
+                v = _strip(v, volatile, suffixes, scrub)
+            out[k] = v
+        return out
     if isinstance(value, list):
-        return [_strip(v, volatile, suffixes, scrub) for v in value]
+        return [
+            _strip(v, volatile, suffixes, scrub)
+            if isinstance(v, dict | list) or (scrub and v.__class__ is str)
+            else v
+            for v in value
+        ]
     if scrub and isinstance(value, str):
         return _scrub_text(value)
     return value
@@ -466,7 +483,7 @@ def _strip(value: Any, volatile: frozenset[str], suffixes: tuple[str, ...], scru
 def _scrub_text(text: str) -> str:
     # Ids and clock readings inside free text make every observation look new (OpenClaw
     # hashes results only after stripping them), so they are replaced by placeholders.
-    if len(text) < 16:
+    if len(text) < 16 or _VOLATILE_TEXT.search(text) is None:
         return text
     text = _UUID.sub("<uuid>", text)
     text = _ISO_TIME.sub("<time>", text)
@@ -493,18 +510,10 @@ def canonical_json(
         return None
     stripped = text.strip()
     if stripped[:1] in ("{", "[") and len(stripped) <= 256 * 1024:
-        try:
-            value = json.loads(stripped)
-        except ValueError:
-            pass
-        else:
-            out = json.dumps(
-                _strip(value, volatile_keys, volatile_suffixes, scrub_text),
-                sort_keys=True,
-                separators=(",", ":"),
-                ensure_ascii=False,
-                default=str,
-            )
+        # Shared with the other detectors reading the same step: one parse per text.
+        value = parsed_json(text)
+        if value is not None:
+            out = _CANONICAL.encode(_strip(value, volatile_keys, volatile_suffixes, scrub_text))
             return _clip_middle(out, max_chars)
     return _clip_middle(_scrub_text(stripped) if scrub_text else stripped, max_chars)
 
