@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, DaemonThread, http_json
+from watchdog.alertstore import AlertEvent
 from watchdog.guard import verify_signature
 from watchdog.model import Finding
 
@@ -192,24 +193,31 @@ def test_stream_closes_when_the_daemon_stops(daemon_factory: Callable[..., Daemo
 
 
 # -- policy ----------------------------------------------------------------------------
+def record(d: DaemonThread, *findings: Finding) -> list[AlertEvent]:
+    """Record findings, then wait until every alert listener (the policy) handled them."""
+    events = d.call(d.d.alerts.record(list(findings)))
+    d.call(d.d.alerts.settle())
+    return events
+
+
 def test_policy_default_maps_severity_to_verdict_on_the_session(daemon: DaemonThread) -> None:
     vs = daemon.d.verdicts
-    daemon.call(daemon.d.alerts.record([finding("info")]))
+    record(daemon, finding("info"))
     assert vs.effective("bot", "s1") is None
-    daemon.call(daemon.d.alerts.record([finding("warn")]))
+    record(daemon, finding("warn"))
     v = vs.effective("bot", "s1")
     assert v is not None and (v.state, v.scope.type, v.actor) == (
         "warn",
         "session",
         "detector:loop.repeat",
     )
-    events = daemon.call(daemon.d.alerts.record([finding("kill")]))
+    events = record(daemon, finding("kill"))
     assert events[0].change == "escalated"
     v = vs.effective("bot", "s1")
     assert v is not None and v.state == "kill" and v.alert_id == events[0].alert.id
     # The same alert re-asserted (`repeat`) sets nothing new.
     audited = daemon.query("SELECT count(*) FROM verdict_audit")
-    assert daemon.call(daemon.d.alerts.record([finding("kill")]))[0].change == "repeat"
+    assert record(daemon, finding("kill"))[0].change == "repeat"
     assert daemon.query("SELECT count(*) FROM verdict_audit") == audited == [(2,)]
 
 
@@ -224,21 +232,22 @@ def test_policy_rule_overrides_and_dry_run(daemon_factory: Callable[..., DaemonT
             }
         }
     )
-    d.call(d.d.alerts.record([finding("kill")]))
+    record(d, finding("kill"))
     assert d.d.verdicts.effective("bot", "s1") is None
     assert d.query("SELECT action, state, actor FROM verdict_audit") == [
         ("dry-run", "kill", "detector:loop.repeat")
     ]
-    d.call(d.d.alerts.record([finding("warn", rule="ping_pong")]))
+    record(d, finding("warn", rule="ping_pong"))
     v = d.d.verdicts.effective("bot", "s1")
     assert v is not None and (v.state, v.scope.type, v.scope.value) == ("pause", "agent", "bot")
     assert v.expires_at is not None and (v.expires_at - v.set_at).total_seconds() == 60
 
 
 def test_resolved_alert_clears_its_warn(daemon: DaemonThread) -> None:
-    events = daemon.call(daemon.d.alerts.record([finding("warn")]))
+    events = record(daemon, finding("warn"))
     assert daemon.d.verdicts.effective("bot", "s1") is not None
     daemon.call(daemon.d.alerts.resolve(events[0].alert.id))
+    daemon.call(daemon.d.alerts.settle())
     assert daemon.d.verdicts.effective("bot", "s1") is None
     actions = daemon.query("SELECT action, actor, reason FROM verdict_audit ORDER BY changed_at")
     assert actions[-1] == ("clear", "detector:loop.repeat", "alert resolved")

@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import DaemonThread
 from watchdog.lifecycle import Supervisor
 from watchdog.store import Store
-from watchdog.verdicts import Scope, VerdictChange, VerdictError, VerdictStore
+from watchdog.verdicts import Scope, VerdictChange, VerdictError, VerdictRequest, VerdictStore
 
 
 class Clock:
@@ -141,3 +141,54 @@ def test_daemon_exposes_verdicts_and_restores_them(
     v = d2.d.verdicts.effective(session="s1")
     assert v is not None and v.state == "kill"
     assert d2.query("SELECT action, actor FROM verdict_audit") == [("set", "cli")]
+
+
+async def test_set_many_is_set_after_set_in_one_transaction(store: Store) -> None:
+    vs = VerdictStore(store)
+    await vs.load()
+    changes: list[VerdictChange] = []
+    vs.subscribe(changes.append)
+    auto = "detector:loop.repeat"
+    requests = [VerdictRequest(("session", f"s{i}"), "warn", auto, "storm") for i in range(6)]
+    requests += [
+        VerdictRequest(("session", "s0"), "kill", auto, "worse", alert_id="a1"),
+        VerdictRequest(("session", "s0"), "warn", auto, "a weaker one never wins"),
+        VerdictRequest(("agent", "bot"), "pause", "cli", "hold on", ttl_s=30),
+    ]
+    got = await vs.set_many(requests)  # more than a handful: the bulk path
+    assert [v.state for v in got] == ["warn"] * 6 + ["kill", "kill", "pause"]
+    assert [(c.scope.value, c.state) for c in changes] == [
+        *((f"s{i}", "warn") for i in range(6)),
+        ("s0", "kill"),
+        ("bot", "pause"),
+    ]
+    assert changes[6].previous is not None and changes[6].previous.state == "warn"
+    rows = await store.read(
+        lambda c: c.execute(
+            "SELECT scope_value, state, expires_at IS NOT NULL FROM verdicts ORDER BY scope_value"
+        ).fetchall()
+    )
+    assert rows == [("bot", "pause", True), ("s0", "kill", False)] + [
+        (f"s{i}", "warn", False) for i in range(1, 6)
+    ]
+    audit = await store.read(
+        lambda c: c.execute(
+            "SELECT scope_value, state FROM verdict_audit ORDER BY changed_at"
+        ).fetchall()
+    )
+    assert audit == [(c.scope.value, c.state) for c in changes]  # changed_at keeps the order
+    # One bad request refuses the batch: nothing written, nothing announced.
+    with pytest.raises(VerdictError):
+        await vs.set_many(
+            [
+                VerdictRequest(("session", "x"), "warn", auto, "ok"),
+                VerdictRequest(("nope", "y"), "warn", auto, "bad"),
+            ]
+        )
+    assert vs.get(Scope("session", "x")) is None and len(changes) == 8
+    # A restart reads back what the bulk path wrote.
+    again = VerdictStore(store)
+    await again.load()
+    assert {(v.scope.value, v.state) for v in again.all()} == {
+        (v.scope.value, v.state) for v in vs.all()
+    }

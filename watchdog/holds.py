@@ -31,6 +31,7 @@ from typing import Any, Literal
 import duckdb
 
 from watchdog.lifecycle import Supervisor
+from watchdog.listeners import cancel, nap, notify
 from watchdog.settings import EnforcementSettings
 from watchdog.store import Store
 from watchdog.verdicts import Scope, VerdictStore, iso, utcnow_naive
@@ -206,12 +207,7 @@ class HoldManager:
     async def stop(self) -> None:
         """Stop the release task; pending holds stay pending on disk. Idempotent."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel(task)
 
     async def settle(self) -> None:
         """Return at once: decisions are persisted before they are announced."""
@@ -347,13 +343,7 @@ class HoldManager:
         return decided
 
     async def _notify(self, event: HoldEvent) -> None:
-        for listener in list(self._listeners):
-            try:
-                result = listener(event)
-                if result is not None:
-                    await result
-            except Exception:  # one listener's bug must not stop the others
-                logger.exception("hold listener %r failed", listener)
+        await notify(self._listeners, event, what="hold")
 
     async def _release_forever(self) -> None:
         while True:
@@ -363,13 +353,7 @@ class HoldManager:
             if self._pending:
                 soonest = min(h.release_at for h in self._pending.values())
                 wait_s = min(wait_s, max((soonest - now).total_seconds(), 0.0) + 0.005)
-            self._wake.clear()
-            # asyncio.timeout, not wait_for: see VerdictStore._sweep_forever.
-            try:
-                async with asyncio.timeout(wait_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await nap(self._wake, wait_s)
 
 
 def _insert(cur: duckdb.DuckDBPyConnection, h: Hold) -> None:

@@ -16,19 +16,22 @@ Guarantees:
 - A `resolved` alert clears the `warn`/`deny` verdicts it set; `pause` and `kill`
   stay until a person (or the pause's ttl) ends them.
 - The actor of every verdict is `detector:<detector>.<rule>` with the alert id.
+- Subscribed with `subscribe_batches(policy.on_alerts, urgent=policy.stops_agents)`, a
+  storm's verdicts are written a batch per transaction, in commit order, and a kill,
+  pause or deny is dispatched without waiting to batch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from watchdog.alertstore import Alert, AlertEvent
 from watchdog.detection import RuleInfo
 from watchdog.errors import ConfigError
 from watchdog.settings import PolicyRule, PolicySettings
-from watchdog.verdicts import Scope, VerdictError, VerdictStore
+from watchdog.verdicts import Scope, VerdictError, VerdictRequest, VerdictStore
 
 logger = logging.getLogger(__name__)
 
@@ -112,45 +115,85 @@ class AlertPolicy:
         dry_run = self._settings.dry_run or bool(rule and rule.dry_run)
         return action, scope, dry_run, rule.ttl_s if rule else None
 
+    def stops_agents(self, event: AlertEvent) -> bool:
+        """Tell whether handling `event` sets a kill, pause or deny (not a dry-run).
+
+        The alert store dispatches such an event at once instead of waiting to batch
+        it (see `AlertStore.subscribe_batches`); everything committed before it is
+        handled first, in order, in the same batch (one transaction).
+        """
+        if event.change not in ("new", "escalated"):
+            return False
+        action, scope, dry_run, _ = self.decide(event.alert)
+        return action in ("kill", "pause", "deny") and scope is not None and not dry_run
+
     async def on_alert(self, event: AlertEvent) -> None:
         """React to one alert change (subscribed with `daemon.alerts.subscribe`)."""
-        alert = event.alert
-        actor = f"detector:{rule_key(alert.detector, alert.rule)}"
-        if event.change == "resolved":
-            await self._clear_soft(alert, actor)
-            return
-        if event.change not in ("new", "escalated"):
-            return
-        action, scope, dry_run, ttl_s = self.decide(alert)
-        if action == "none":
-            return
-        if scope is None:
-            logger.info(
-                "policy: alert %s (%s) names no scope to %s (an all-agents alert acts on its session or run only)",
-                alert.id,
-                rule_key(alert.detector, alert.rule),
-                action,
-            )
-            return
-        reason = f"{alert.severity}: {alert.summary}"
-        try:
-            if dry_run:
+        await self.on_alerts([event])
+
+    async def on_alerts(self, events: Sequence[AlertEvent]) -> None:
+        """React to alert changes in order (`daemon.alerts.subscribe_batches`).
+
+        Consecutive verdicts are set in one transaction (`VerdictStore.set_many`), so an
+        alert storm costs a few writes, not one per alert.
+        """
+        sets: list[tuple[Alert, VerdictRequest]] = []
+        for event in events:
+            alert = event.alert
+            actor = f"detector:{rule_key(alert.detector, alert.rule)}"
+            if event.change == "resolved":
+                await self._set_all(sets)
+                sets = []
+                await self._clear_soft(alert, actor)
+                continue
+            if event.change not in ("new", "escalated"):
+                continue
+            action, scope, dry_run, ttl_s = self.decide(alert)
+            if action == "none":
+                continue
+            if scope is None:
+                logger.info(
+                    "policy: alert %s (%s) names no scope to %s "
+                    "(an all-agents alert acts on its session or run only)",
+                    alert.id,
+                    rule_key(alert.detector, alert.rule),
+                    action,
+                )
+                continue
+            reason = f"{alert.severity}: {alert.summary}"
+            if not dry_run:
+                ttl = None if action == "kill" else ttl_s
+                sets.append((alert, VerdictRequest(scope, action, actor, reason, alert.id, ttl)))
+                continue
+            await self._set_all(sets)
+            sets = []
+            try:
                 await self._verdicts.record_dry_run(
                     scope, action, actor=actor, reason=reason, alert_id=alert.id
                 )
-            else:
-                await self._verdicts.set(
-                    scope,
-                    action,
-                    actor=actor,
-                    reason=reason,
-                    alert_id=alert.id,
-                    ttl_s=None if action == "kill" else ttl_s,
-                )
-        except VerdictError as err:  # bad data in one alert must not stop the others
-            logger.warning(
-                "policy could not set %s on %s for alert %s: %s", action, scope, alert.id, err
-            )
+            except VerdictError as err:
+                self._refused(alert, action, scope, err)
+        await self._set_all(sets)
+
+    async def _set_all(self, sets: list[tuple[Alert, VerdictRequest]]) -> None:
+        if not sets:
+            return
+        try:
+            await self._verdicts.set_many([r for _, r in sets])
+            return
+        except VerdictError:
+            pass  # one bad request refuses the batch: set one by one, report the bad one
+        for alert, r in sets:
+            try:
+                await self._verdicts.set_many([r])
+            except VerdictError as err:  # bad data in one alert must not stop the others
+                self._refused(alert, r.state, r.scope, err)
+
+    @staticmethod
+    def _refused(alert: Alert, action: str, scope: object, err: VerdictError) -> None:
+        logger.warning(
+            "policy could not set %s on %s for alert %s: %s", action, scope, alert.id, err
+        )
 
     async def _clear_soft(self, alert: Alert, actor: str) -> None:
         for v in self._verdicts.all():

@@ -76,8 +76,12 @@ def wire_components(daemon: Daemon) -> None:
 
     # -- enforcement (issue 5): verdicts, policy, budgets, holds, guard API, push --------
     enforcement = settings.enforcement
+    # The alert listener queues, right after detection: settle() waits for detection's
+    # alerts to reach every listener before the listeners' components settle.
+    daemon.components.append(daemon.alerts)
     daemon.components.append(daemon.verdicts)  # built in Daemon.__init__, loaded in start
-    daemon.alerts.subscribe(AlertPolicy(enforcement.policy, daemon.verdicts).on_alert)
+    policy = AlertPolicy(enforcement.policy, daemon.verdicts)
+    daemon.alerts.subscribe_batches(policy.on_alerts, urgent=policy.stops_agents)
     ledger = BudgetLedger(settings.budgets, reservation_ttl_s=enforcement.reservation_ttl_s)
     daemon.writer.subscribe(ledger.on_commit)
     holds = HoldManager(daemon.store, daemon.verdicts, daemon.supervisor)

@@ -31,8 +31,10 @@ from typing import Any, Literal, NamedTuple
 
 import duckdb
 
+from watchdog.bulk import insert_rows
 from watchdog.errors import WatchdogError
 from watchdog.lifecycle import Supervisor
+from watchdog.listeners import cancel, nap, notify
 from watchdog.store import Store
 
 logger = logging.getLogger(__name__)
@@ -168,6 +170,18 @@ class VerdictChange:
 
 VerdictListener = Callable[[VerdictChange], Awaitable[None] | None]
 
+
+class VerdictRequest(NamedTuple):
+    """One `set` for `VerdictStore.set_many`: the arguments `set()` takes."""
+
+    scope: Scope | tuple[str, str]
+    state: str
+    actor: str
+    reason: str
+    alert_id: str | None = None
+    ttl_s: float | None = None
+
+
 _COLUMNS = "scope_type, scope_value, state, reason, alert_id, set_by, set_at, expires_at"
 
 
@@ -236,12 +250,7 @@ class VerdictStore:
     async def stop(self) -> None:
         """Stop the sweeper; safe before start and twice. State is already on disk."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel(task)
 
     # -- reading ---------------------------------------------------------------------
     def now(self) -> datetime:
@@ -345,46 +354,74 @@ class VerdictStore:
         stronger verdict: the standing one is returned unchanged and nothing is written.
         Raises VerdictError on a bad scope, state or ttl.
         """
-        sc = make_scope(*scope)
-        if state not in _STATE_RANK:
-            raise VerdictError(f"state must be one of {', '.join(VERDICT_STATES)}, not {state!r}")
-        if not actor:
-            raise VerdictError("actor is required")
-        if state == "kill" and ttl_s is not None:
-            raise VerdictError("a kill is sticky until a person resumes it; it takes no ttl")
-        if ttl_s is not None and ttl_s <= 0:
-            raise VerdictError("ttl_s must be positive")
-        if ttl_s is None:
-            ttl_s = {"pause": self.default_pause_ttl_s, "deny": self.default_deny_ttl_s}.get(state)
+        request = VerdictRequest(scope, state, actor, reason, alert_id, ttl_s)
+        return (await self.set_many([request]))[0]
+
+    async def set_many(self, requests: Sequence[VerdictRequest]) -> list[Verdict]:
+        """Apply several `set`s in order, in one transaction; return what stands after each.
+
+        Each request behaves exactly as `set()` would one after another (a later one sees
+        the earlier ones); the listeners get one change per verdict written, in order.
+        Raises VerdictError, writing nothing, if any request is invalid.
+        """
+        checked = [self._check(r) for r in requests]
+        results: list[Verdict] = []
+        changes: list[VerdictChange] = []
         async with self._lock:
             now = self.now()
-            previous = self._live(sc, now)
-            if (
-                previous is not None
-                and not is_person(actor)
-                and state_rank(previous.state) > state_rank(state)
-            ):
-                return previous
-            verdict = Verdict(
-                scope=sc,
-                state=state,  # type: ignore[arg-type]
-                reason=reason,
-                actor=actor,
-                set_at=now,
-                alert_id=alert_id,
-                expires_at=now + timedelta(seconds=ttl_s) if ttl_s is not None else None,
-            )
+            written: dict[Scope, Verdict] = {}
+            sets: list[tuple[Verdict, Verdict | None]] = []
+            for r, (sc, ttl_s) in zip(requests, checked, strict=True):
+                previous = written.get(sc) or self._live(sc, now)
+                if (
+                    previous is not None
+                    and not is_person(r.actor)
+                    and state_rank(previous.state) > state_rank(r.state)
+                ):
+                    results.append(previous)
+                    continue
+                # One microsecond apart, so that the audit's changed_at keeps their order.
+                at = now + timedelta(microseconds=len(sets))
+                verdict = Verdict(
+                    scope=sc,
+                    state=r.state,  # type: ignore[arg-type]
+                    reason=r.reason,
+                    actor=r.actor,
+                    set_at=at,
+                    alert_id=r.alert_id,
+                    expires_at=at + timedelta(seconds=ttl_s) if ttl_s is not None else None,
+                )
+                written[sc] = verdict
+                sets.append((verdict, previous))
+                results.append(verdict)
+            if sets:
+                standing, audited = list(written.values()), [v for v, _ in sets]
+                await self._store.write(lambda cur: _write_sets(cur, standing, audited))
+                self._verdicts.update(written)
+                changes = [
+                    self._change("set", v.scope, v, prev, v.actor, v.reason, v.alert_id, v.set_at)
+                    for v, prev in sets
+                ]
+        if changes:
+            self._wake.set()
+        for change in changes:
+            await self._notify(change)
+        return results
 
-            def write(cur: duckdb.DuckDBPyConnection) -> None:
-                _upsert(cur, verdict)
-                _audit(cur, now, sc, "set", state, actor, reason, alert_id)
-
-            await self._store.write(write)
-            self._verdicts[sc] = verdict
-            change = self._change("set", sc, verdict, previous, actor, reason, alert_id, now)
-        self._wake.set()
-        await self._notify(change)
-        return verdict
+    def _check(self, r: VerdictRequest) -> tuple[Scope, float | None]:
+        """Validate one request; return its scope and effective ttl."""
+        sc = make_scope(*r.scope)
+        if r.state not in _STATE_RANK:
+            raise VerdictError(f"state must be one of {', '.join(VERDICT_STATES)}, not {r.state!r}")
+        if not r.actor:
+            raise VerdictError("actor is required")
+        if r.state == "kill" and r.ttl_s is not None:
+            raise VerdictError("a kill is sticky until a person resumes it; it takes no ttl")
+        if r.ttl_s is not None and r.ttl_s <= 0:
+            raise VerdictError("ttl_s must be positive")
+        if r.ttl_s is not None:
+            return sc, r.ttl_s
+        return sc, {"pause": self.default_pause_ttl_s, "deny": self.default_deny_ttl_s}.get(r.state)
 
     async def clear(
         self, scope: Scope | tuple[str, str], *, actor: str, reason: str
@@ -473,13 +510,7 @@ class VerdictStore:
         )
 
     async def _notify(self, change: VerdictChange) -> None:
-        for listener in list(self._listeners):
-            try:
-                result = listener(change)
-                if result is not None:
-                    await result
-            except Exception:  # one listener's bug must not stop the others
-                logger.exception("verdict listener %r failed", listener)
+        await notify(self._listeners, change, what="verdict")
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -491,33 +522,33 @@ class VerdictStore:
             wait_s = 60.0
             if expiries:
                 wait_s = min(wait_s, max((min(expiries) - now).total_seconds(), 0.0) + 0.01)
-            self._wake.clear()
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
-            # races with the event being set, and stop() would then wait forever.
-            try:
-                async with asyncio.timeout(wait_s):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await nap(self._wake, wait_s)
 
 
-def _upsert(cur: duckdb.DuckDBPyConnection, v: Verdict) -> None:
-    cur.execute(
-        f"INSERT INTO verdicts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (scope_type, scope_value) DO UPDATE SET state = excluded.state, "
-        "reason = excluded.reason, alert_id = excluded.alert_id, set_by = excluded.set_by, "
-        "set_at = excluded.set_at, expires_at = excluded.expires_at",
-        [
-            v.scope.type,
-            v.scope.value,
-            v.state,
-            v.reason,
-            v.alert_id,
-            v.actor,
-            v.set_at,
-            v.expires_at,
-        ],
-    )
+_UPSERT_SET = (
+    "ON CONFLICT (scope_type, scope_value) DO UPDATE SET state = excluded.state, "
+    "reason = excluded.reason, alert_id = excluded.alert_id, set_by = excluded.set_by, "
+    "set_at = excluded.set_at, expires_at = excluded.expires_at"
+)
+_AUDIT_COLUMNS = "id, changed_at, scope_type, scope_value, action, state, actor, reason, alert_id"
+
+
+def _write_sets(
+    cur: duckdb.DuckDBPyConnection, standing: list[Verdict], audited: list[Verdict]
+) -> None:
+    """Upsert `standing` (one per scope) and audit every verdict of `audited` as a `set`."""
+    rows = [
+        [v.scope.type, v.scope.value, v.state, v.reason, v.alert_id, v.actor, v.set_at,
+         v.expires_at]
+        for v in standing
+    ]  # fmt: skip
+    audits = [
+        [uuid.uuid4().hex[:16], v.set_at, v.scope.type, v.scope.value, "set", v.state, v.actor,
+         v.reason, v.alert_id]
+        for v in audited
+    ]  # fmt: skip
+    insert_rows(cur, "verdicts", _COLUMNS, rows, _UPSERT_SET)
+    insert_rows(cur, "verdict_audit", _AUDIT_COLUMNS, audits)
 
 
 def _audit(
@@ -531,20 +562,10 @@ def _audit(
     alert_id: str | None,
 ) -> None:
     cur.execute(
-        "INSERT INTO verdict_audit (id, changed_at, scope_type, scope_value, action, state, "
-        "actor, reason, alert_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            uuid.uuid4().hex[:16],
-            now,
-            scope.type,
-            scope.value,
-            action,
-            state,
-            actor,
-            reason,
-            alert_id,
-        ],
-    )
+        f"INSERT INTO verdict_audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [uuid.uuid4().hex[:16], now, scope.type, scope.value, action, state, actor, reason,
+         alert_id],
+    )  # fmt: skip
 
 
 __all__ = [
@@ -556,6 +577,7 @@ __all__ = [
     "VerdictChange",
     "VerdictError",
     "VerdictListener",
+    "VerdictRequest",
     "VerdictState",
     "VerdictStore",
     "is_person",
