@@ -11,10 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.conftest import ROOT, DaemonProcess, DaemonThread, http_json
-from watchdog.guard import ActionDenied, Guard
+from watchdog.guard import ActionDenied, Guard, HeldAction
 from watchdog.holds import HoldRules
 from watchdog.settings import EnforcementSettings
 from watchdog.verdicts import Scope
@@ -192,3 +193,32 @@ def test_cancelled_hold_gives_its_budget_back(daemon_factory: Callable[..., Daem
     # The $0.30 reserved for the cancelled order is free again: $0.40 fits a $0.50 cap.
     assert guard.check(tool="llm", est_cost_usd=0.4).verdict == "allow"
     guard.close()
+
+
+def test_on_hold_tells_the_agent_while_a_person_can_still_cancel(
+    daemon_factory: Callable[..., DaemonThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    d = daemon_factory(enforcement={"risky_tools": ["send_*"], "hold_delay_s": 600})
+    guard = Guard(d.url, agent="mailer", session="s", timeout_s=10.0, cache="off")
+    told: list[tuple[HeldAction, str]] = []
+
+    def broken(held: HeldAction) -> None:
+        raise RuntimeError("callback bug")
+
+    def cancel_it(held: HeldAction) -> None:
+        # Runs before the guard waits: the hold exists and is still pending.
+        told.append(
+            (held, http_json("GET", d.url + f"/api/v1/holds/{held.hold_id}")[1]["hold"]["state"])
+        )
+        http_json("POST", d.url + f"/api/v1/holds/{held.hold_id}/cancel", {"reason": "not now"})
+
+    guard.on_hold(broken)  # a failing callback is logged; the others still run
+    guard.on_hold(cancel_it)
+    with pytest.raises(ActionDenied) as denied:
+        guard.check(tool="send_email", args={"to": "all@customers.example"})
+    guard.close()
+    ((held, state_then),) = told
+    assert state_then == "pending" and held.tool == "send_email"
+    assert held.answer["verdict"] == "hold" and held.release_at and "send_*" in str(held.reason)
+    assert "cancelled by api: not now" in str(denied.value)
+    assert "on_hold callback failed" in caplog.text

@@ -18,7 +18,8 @@ What it guarantees:
   `AgentHalted` (kill, pause that never lifted, a local hard cap) or `ActionDenied`
   (deny, budget, a cancelled held action, a risky tool while watchdog is unreachable).
   A `pause` blocks inside `check()` until lifted; a `hold` blocks until its window ends
-  (released) or a person cancels it (ActionDenied).
+  (released) or a person cancels it (ActionDenied). `on_hold` callbacks run when an
+  action is held, before the wait (use them to tell a person, or the agent's own UI).
 - A kill pushed over the verdict stream (SSE, or a short poll) is in the local cache
   within one event: the next `check()` raises without a round trip, `guard.halted` is
   set and `on_halt` callbacks run (use them to cancel an in-flight step).
@@ -60,6 +61,7 @@ __all__ = [
     "Decision",
     "Guard",
     "GuardError",
+    "HeldAction",
     "Step",
     "verify_signature",
 ]
@@ -106,6 +108,21 @@ class Decision:
     reservation_id: str | None = None
     hold_id: str | None = None
     answer: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAction:
+    """An action watchdog holds for a person to cancel: what `on_hold` callbacks receive.
+
+    `answer` is watchdog's whole answer to the check (with `findings`, when detectors
+    raised any about the action, and `reservation_id`).
+    """
+
+    hold_id: str
+    tool: str | None
+    reason: str | None
+    release_at: str | None
+    answer: Mapping[str, Any]
 
 
 @dataclass(slots=True)
@@ -344,6 +361,7 @@ class Guard:
         self._closed = threading.Event()
         self.halted = threading.Event()
         self._on_halt: list[Callable[[AgentHalted], None]] = []
+        self._on_hold: list[Callable[[HeldAction], None]] = []
 
     # -- public API ------------------------------------------------------------------
     def check(
@@ -386,6 +404,7 @@ class Guard:
             if verdict in ("allow", "warn"):
                 return self._allowed(answer, est_cost_usd)
             if verdict == "hold":
+                self._held(tool, answer)
                 return self._wait_hold(answer, est_cost_usd)
             if verdict == "kill":
                 raise self._halt(answer, source="watchdog")
@@ -446,6 +465,14 @@ class Guard:
     def on_halt(self, callback: Callable[[AgentHalted], None]) -> None:
         """Call `callback(err)` (from the feed thread) when a kill for this agent arrives."""
         self._on_halt.append(callback)
+
+    def on_hold(self, callback: Callable[[HeldAction], None]) -> None:
+        """Call `callback(held)` when watchdog holds an action, before `check()` waits.
+
+        It runs in the thread that called `check()`, while a person can still cancel the
+        action; whatever it raises is logged and the wait goes on.
+        """
+        self._on_hold.append(callback)
 
     @contextmanager
     def step(
@@ -614,6 +641,20 @@ class Guard:
             else:
                 self._changed.wait(timeout=wait_s)
         return max(self._clock() - started, 0.001)
+
+    def _held(self, tool: str | None, answer: Mapping[str, Any]) -> None:
+        held = HeldAction(
+            hold_id=str(answer.get("hold_id")),
+            tool=tool,
+            reason=answer.get("reason"),
+            release_at=answer.get("release_at"),
+            answer=dict(answer),
+        )
+        for cb in list(self._on_hold):
+            try:
+                cb(held)
+            except Exception:  # a user callback must not break the guard
+                logger.exception("on_hold callback failed")
 
     def _wait_hold(self, answer: Mapping[str, Any], est_cost_usd: float) -> Decision:
         hold_id = str(answer.get("hold_id"))

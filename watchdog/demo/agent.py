@@ -44,7 +44,7 @@ from watchdog.demo.scenarios import (
     RunSpec,
     agent_spec,
 )
-from watchdog.guard import ActionDenied, AgentHalted, Decision, Guard
+from watchdog.guard import ActionDenied, AgentHalted, Guard, HeldAction
 
 _MAX_TURNS = 30
 _MAX_TOKENS = 300
@@ -55,19 +55,18 @@ def emit(event: str, **fields: Any) -> None:
     print(json.dumps({"ev": event, **fields}, default=str), flush=True)
 
 
-class DemoGuard(Guard):
-    """The guard, reporting a held action (and the findings behind it) as soon as it is held."""
+def report_held(held: HeldAction) -> None:
+    """Report a held action (and the findings behind it) as soon as it is held.
 
-    def _wait_hold(self, answer: Mapping[str, Any], est_cost_usd: float) -> Decision:
-        # The check's answer carries the detectors' findings; the decision that ends the
-        # wait does not, so they are reported here, while a person can still cancel.
-        emit(
-            "held",
-            hold_id=answer.get("hold_id"),
-            reason=answer.get("reason"),
-            findings=answer.get("findings") or [],
-        )
-        return super()._wait_hold(answer, est_cost_usd)
+    The check's answer carries the detectors' findings; the decision that ends the wait
+    does not, so they are reported here, while a person can still cancel.
+    """
+    emit(
+        "held",
+        hold_id=held.hold_id,
+        reason=held.reason,
+        findings=held.answer.get("findings") or [],
+    )
 
 
 class ToolFailed(Exception):
@@ -148,7 +147,7 @@ class Agent:
     def run(self, run: RunSpec) -> None:
         """Run one task to its end under the guard; report every step."""
         spec = self.spec
-        guard = DemoGuard(
+        guard = Guard(
             self.url,
             agent=spec.name,
             session=run.session,
@@ -157,6 +156,7 @@ class Agent:
             hold_max_wait_s=60.0,
             max_steps=200,
         )
+        guard.on_hold(report_held)
         client = openai.OpenAI(
             base_url=self.llm_url, api_key=run.api_key, max_retries=0, timeout=30.0
         )
