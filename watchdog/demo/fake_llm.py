@@ -12,7 +12,8 @@ Usage is computed from the request the way a provider bills it, approximately:
 context grows pays more per call, exactly as it would against a real model.
 
 Only the standard library is used; the server runs in a daemon thread and is safe to
-`stop()` twice or before `start()`.
+`stop()` twice or before `start()`. `ChatCompletionsServer` and `chat_completion` are the
+wire-format part, shared with the tests' queue-driven fake (tests/fakes/llm.py).
 """
 
 from __future__ import annotations
@@ -25,11 +26,22 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
-__all__ = ["FakeLLM", "Reply", "ToolCall", "count_tokens"]
+__all__ = [
+    "Answer",
+    "ChatCompletionsServer",
+    "FakeLLM",
+    "RecordedRequest",
+    "Reply",
+    "ToolCall",
+    "chat_completion",
+    "count_tokens",
+]
 
 _MAX_BODY = 32 * 1024 * 1024
+
+Answer = tuple[int, dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +88,67 @@ def count_tokens(messages: Iterable[Any], tools: Iterable[Any] = ()) -> int:
     return max(chars // 4, 1)
 
 
-class FakeLLM:
-    """An OpenAI-compatible chat-completions server answering each API key's script."""
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """A request a fake received: method, path, headers and the decoded JSON body."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, done_text: str = "Done.") -> None:
-        self.done_text = done_text
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+
+
+def chat_completion(
+    n: int,
+    model: str,
+    content: str | None,
+    tool_calls: Sequence[tuple[str | None, str, str]],
+    usage: Mapping[str, Any],
+    *,
+    finish_reason: str | None = None,
+    tag: str = "fake",
+) -> dict[str, Any]:
+    """Build the `n`-th `chat.completion` object as OpenAI's API answers it.
+
+    One assistant message with its tool calls (id or None, name, arguments as JSON text)
+    and the usage block.
+    """
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call_id or f"call_{tag}_{n}_{i}",
+                "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }
+            for i, (call_id, name, arguments) in enumerate(tool_calls)
+        ]
+    finish = finish_reason or ("tool_calls" if tool_calls else "stop")
+    return {
+        "id": f"chatcmpl-{tag}{n:06d}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": f"fp_{tag}",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": dict(usage),
+    }
+
+
+class ChatCompletionsServer:
+    """A local `POST /v1/chat/completions` server in a daemon thread; subclasses answer.
+
+    It refuses what no chat client sends (another path: 404; a body that is not a JSON
+    object with a `model`, or asks to stream: 400; a body over 32 MiB: 413), records
+    every request it read (`received`) and hands the rest to `complete`. Safe to
+    `stop()` twice or before `start()`; a context manager.
+    """
+
+    thread_name = "fake-llm"
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._port = port
-        self._scripts: dict[str, deque[Reply]] = {}
-        self._calls: dict[str, int] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
@@ -98,17 +162,14 @@ class FakeLLM:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}/v1"
 
-    def script(self, api_key: str, replies: Sequence[Reply]) -> None:
-        """Set what the model answers to requests made with `api_key`, in order."""
-        with self._lock:
-            self._scripts[api_key] = deque(replies)
+    def received(self, request: RecordedRequest) -> None:
+        """Called with every request read, before it is answered (override to record)."""
 
-    def calls(self, api_key: str) -> int:
-        """Count the completions served to `api_key`."""
-        with self._lock:
-            return self._calls.get(api_key, 0)
+    def complete(self, n: int, headers: Mapping[str, str], body: Mapping[str, Any]) -> Answer:
+        """Answer the `n`-th valid chat request (header names lowercased): (status, JSON)."""
+        raise NotImplementedError
 
-    def start(self) -> FakeLLM:
+    def start(self) -> Self:
         """Bind and serve in a daemon thread; returns self."""
         if self._server is not None:
             return self
@@ -118,7 +179,7 @@ class FakeLLM:
             protocol_version = "HTTP/1.1"
 
             def log_message(self, format: str, *args: Any) -> None:
-                return  # the demo prints its own progress
+                return  # tests and the demo print their own progress
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -127,17 +188,23 @@ class FakeLLM:
                     return
                 raw = self.rfile.read(length) if length else b""
                 try:
-                    body = json.loads(raw) if raw else None
+                    body: Any = json.loads(raw) if raw else None
                 except ValueError:
-                    body = None
+                    body = raw.decode("utf-8", "replace")
+                fake.received(RecordedRequest("POST", self.path, dict(self.headers), body))
                 if self.path.rstrip("/") != "/v1/chat/completions":
-                    self._send(404, {"error": {"message": f"no route {self.path}"}})
+                    error = {"message": f"no route {self.path}", "type": "not_found"}
+                    self._send(404, {"error": error})
                     return
-                if not isinstance(body, dict) or "model" not in body or body.get("stream"):
-                    self._send(400, {"error": {"message": "expected a non-streaming chat body"}})
+                if not isinstance(body, dict) or "model" not in body:
+                    self._send(400, {"error": {"message": "body must be JSON with a model"}})
                     return
-                key = self.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-                self._send(200, fake._complete(key, body))
+                if body.get("stream"):
+                    error = {"message": "streaming is not supported by the fake"}
+                    self._send(400, {"error": error})
+                    return
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                self._send(*fake.complete(next(fake._ids), headers, body))
 
             def _send(self, status: int, payload: Mapping[str, Any]) -> None:
                 data = json.dumps(payload).encode()
@@ -150,7 +217,7 @@ class FakeLLM:
         self._server = ThreadingHTTPServer((self._host, self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="demo-fake-llm", daemon=True
+            target=self._server.serve_forever, name=self.thread_name, daemon=True
         )
         self._thread.start()
         return self
@@ -165,43 +232,49 @@ class FakeLLM:
         if thread is not None:
             thread.join(timeout=5)
 
-    def _complete(self, key: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FakeLLM(ChatCompletionsServer):
+    """An OpenAI-compatible chat-completions server answering each API key's script."""
+
+    thread_name = "demo-fake-llm"
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, done_text: str = "Done.") -> None:
+        super().__init__(host=host, port=port)
+        self.done_text = done_text
+        self._scripts: dict[str, deque[Reply]] = {}
+        self._calls: dict[str, int] = {}
+
+    def script(self, api_key: str, replies: Sequence[Reply]) -> None:
+        """Set what the model answers to requests made with `api_key`, in order."""
+        with self._lock:
+            self._scripts[api_key] = deque(replies)
+
+    def calls(self, api_key: str) -> int:
+        """Count the completions served to `api_key`."""
+        with self._lock:
+            return self._calls.get(api_key, 0)
+
+    def complete(self, n: int, headers: Mapping[str, str], body: Mapping[str, Any]) -> Answer:
+        """Answer with the key's next scripted reply, billed by the size of the request."""
+        key = headers.get("authorization", "").removeprefix("Bearer ").strip()
         with self._lock:
             queue = self._scripts.get(key)
             reply = queue.popleft() if queue else Reply.say(self.done_text)
             self._calls[key] = self._calls.get(key, 0) + 1
-        n = next(self._ids)
-        message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": None}
         answer_chars = len(reply.content or "")
-        if reply.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": f"call_demo_{n}_{i}",
-                    "type": "function",
-                    "function": {"name": tc.name, "arguments": json.dumps(dict(tc.arguments))},
-                }
-                for i, tc in enumerate(reply.tool_calls)
-            ]
-            answer_chars += sum(len(json.dumps(dict(tc.arguments))) for tc in reply.tool_calls)
+        answer_chars += sum(len(json.dumps(dict(tc.arguments))) for tc in reply.tool_calls)
         prompt = count_tokens(body.get("messages") or (), body.get("tools") or ())
         completion = max(answer_chars // 4, 12)
-        return {
-            "id": f"chatcmpl-demo{n:06d}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": str(body["model"]),
-            "system_fingerprint": "fp_demo",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-            },
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         }
+        calls = [(None, tc.name, json.dumps(dict(tc.arguments))) for tc in reply.tool_calls]
+        return 200, chat_completion(n, str(body["model"]), reply.content, calls, usage, tag="demo")
