@@ -126,6 +126,8 @@ class Daemon:
             # disabled) is dispatched on the alert store's task: settle again for it.
             if self.alerts.announced == announced:
                 break
+            if time.monotonic() >= deadline:
+                raise TimeoutError("alert changes kept coming while settling")
 
     async def stop(self) -> None:
         """Stop intake, drain and commit the queue, stop components, close the store."""
