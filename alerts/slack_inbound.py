@@ -45,6 +45,7 @@ from alerts.slack import (
 from watchdog.alertstore import Alert, AlertStore
 from watchdog.http import json_response
 from watchdog.lifecycle import Supervisor
+from watchdog.policy import scope_for
 from watchdog.settings import SlackSettings
 from watchdog.store import Store
 from watchdog.verdicts import SCOPE_TYPES, Scope, VerdictError, VerdictStore
@@ -499,11 +500,15 @@ class SlackInbound:
                 user,
             )
         state = "kill" if action_id == ACTION_KILL else "pause"
-        scope = (
-            Scope("session", alert.session_id)
-            if alert.session_id
-            else Scope("agent", alert.agent_name)
-        )
+        # The policy's choice of scope: the session, else the run, else the agent; never
+        # agent `*` (an alert about every agent, e.g. the total-day cap).
+        scope = scope_for(alert, "session")
+        if scope is None:
+            return _reply(
+                f"Alert `{alert.id}` is about every agent and names no session or run to "
+                f"{state}; the budget cap already refuses new spend. Use `/watchdog {state} agent "
+                "<agent>` to stop a particular agent."
+            )
         try:
             await self.verdicts.set(
                 scope,

@@ -379,3 +379,34 @@ def test_inbound_is_off_without_a_signing_secret(
     status, body = command(d, fake_slack, "kill agent a")
     assert status == 503 and d.d.verdicts.all() == []
     assert body == {"ok": False, "error": "Slack signing secret is not configured"}
+
+
+def test_buttons_on_an_alert_about_every_agent_never_stop_agent_star(
+    d: DaemonThread, fake_slack: FakeSlack
+) -> None:
+    # The total-day cap is about every agent (agent "*"): the buttons act on the run that
+    # crossed it, and with no session or run they set nothing and say why.
+    total = dataclasses.replace(
+        LOOP,
+        detector="spend",
+        rule="total_day_cap",
+        summary="all agents spent $51 today",
+        agent_name="*",
+        session_id=None,
+        key="total",
+    )
+    d.call(d.d.alerts.record([total]))
+    d.settle()
+    assert click(d, fake_slack, "watchdog_pause", button_value(fake_slack, "watchdog_pause")) == 200
+    v = d.d.verdicts.effective("research-bot", None, LOOP.trace_id)
+    assert v is not None and (v.state, v.scope) == ("pause", Scope("trace", LOOP.trace_id))
+
+    d.call(d.d.alerts.record([dataclasses.replace(total, trace_id=None, key="total-2")]))
+    d.settle()
+    value = json.loads(button_value(fake_slack, "watchdog_kill"))
+    alert_id = d.query("SELECT id FROM alerts WHERE trace_id IS NULL")[0][0]
+    value["alert"] = alert_id
+    assert click(d, fake_slack, "watchdog_kill", json.dumps(value)) == 200
+    reply = fake_slack.responses("btn")[-1].body["text"]
+    assert "about every agent" in reply
+    assert all(v.scope.type != "agent" for v in d.d.verdicts.all())
