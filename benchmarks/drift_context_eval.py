@@ -317,7 +317,12 @@ def main() -> None:
 
         t0 = time.perf_counter()
         embedding = EmbeddingScorer()
-        print(f"embedding model loaded in {time.perf_counter() - t0:.1f} s")
+        import torch
+
+        print(
+            f"embedding model loaded and warmed up in {time.perf_counter() - t0:.1f} s "
+            f"(torch intra-op threads: {torch.get_num_threads()}, window {embedding.max_tokens} tokens)"
+        )
         columns["embedding"], harnesses["embedding"] = run_corpus(runs, embedding)
     elif not args.no_embedding:
         print("embedding: the `semantic` extra is not installed; lexical only")

