@@ -14,6 +14,7 @@ import dataclasses
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import pyarrow as pa
@@ -52,6 +53,7 @@ _STEP_TYPES = {
 STEPS_SCHEMA = pa.schema(
     [(_STEP_COLUMN.get(n, n), _STEP_TYPES.get(n, pa.string())) for n in STEP_FIELDS]
 )
+_STEP_STRUCT = pa.struct(list(STEPS_SCHEMA))
 # One C-level call returns every field of a Step as a tuple, in constructor order.
 _step_tuple = operator.attrgetter(*STEP_FIELDS)
 
@@ -172,13 +174,8 @@ def _ipc(table: pa.Table) -> bytes:
 
 def _pairs_array(keys: list[str], vals: list[str], lens: list[int]) -> pa.Array:
     # Attribute maps are stored as lists of (key, value) structs (see migration 0008).
-    offsets = [0]
-    total = 0
-    for n in lens:
-        total += n
-        offsets.append(total)
     return pa.ListArray.from_arrays(
-        pa.array(offsets, pa.int32()),
+        pa.array(list(accumulate(lens, initial=0)), pa.int32()),
         pa.StructArray.from_arrays(
             [pa.array(keys, pa.string()), pa.array(vals, pa.string())], names=["key", "value"]
         ),
@@ -223,8 +220,5 @@ def steps_table(steps: Sequence[Step]) -> pa.Table:
     """Build the Arrow table of `steps` in the `steps` column layout."""
     if not steps:
         return STEPS_SCHEMA.empty_table()
-    columns = zip(*map(_step_tuple, steps), strict=True)
-    return pa.Table.from_arrays(
-        [pa.array(col, typ) for col, typ in zip(columns, STEPS_SCHEMA.types, strict=True)],
-        schema=STEPS_SCHEMA,
-    )
+    # pyarrow converts a list of tuples to a struct array in one pass.
+    return pa.Table.from_struct_array(pa.array(list(map(_step_tuple, steps)), _STEP_STRUCT))
