@@ -39,8 +39,11 @@ from detectors.context_profile import (
     FieldBook,
     PendingRuns,
     ProfileThresholds,
+    RecentSessions,
     Reservoir,
+    first_raised,
     leaves,
+    normal_runs_sql,
 )
 from detectors.context_rules import ContextRule, RuleIndex, RuleSubject, load_rules
 from detectors.text import (
@@ -52,7 +55,7 @@ from detectors.text import (
 )
 from watchdog.detection import DetectorSettings, History, RuleInfo, StepContext, parsed_json
 from watchdog.drift_context import ContextRules
-from watchdog.model import Finding, Severity, Step, severity_rank
+from watchdog.model import Finding, Severity, Step
 
 __all__ = [
     "RULES",
@@ -900,9 +903,7 @@ class ContextDetector:
         )
         self._index = RuleIndex(self.declared)
         self._pending: PendingRuns[_RunObservation] = PendingRuns()
-        self._sessions: OrderedDict[str, ContextState] = OrderedDict()
-        self._last_state: ContextState | None = None
-        self._max_sessions = settings.max_sessions
+        self._sessions: RecentSessions[ContextState] = RecentSessions(settings.max_sessions)
 
     def new_state(self) -> ContextState:
         """Fresh per-session state."""
@@ -912,7 +913,7 @@ class ContextDetector:
         """Judge `step` against the agent's profiles and rules, then track it."""
         rules = ctx.rules.context
         if not ctx.replay:
-            self._remember_session(step.session_id, state)
+            self._sessions.remember(step.session_id, state)
             for _, agent, calls, extra in self._pending.sweep(
                 ctx.now_ns, int(ctx.rules.drift.run_idle_s * 1e9), LEARN_PER_STEP
             ):
@@ -1008,18 +1009,7 @@ class ContextDetector:
         """The findings not yet raised in this run; a warn-or-worse one keeps the run unlearned."""
         if not out:
             return ()
-        # Findings fire once per run and condition (the alert store dedups across runs by key).
-        fresh = []
-        for f in out:
-            ident = f"{f.detector}:{f.rule}:{f.key}"
-            if ident not in state.fired:
-                state.fired.add(ident)
-                fresh.append(f)
-        if not ctx.replay and any(
-            severity_rank(f.severity) >= severity_rank("warn") for f in fresh
-        ):
-            self._pending.flag(step.trace_id)
-        return fresh
+        return first_raised(out, state.fired, self._pending, step.trace_id, ctx.replay)
 
     def _rule_index(self) -> RuleIndex:
         if self._index.rules is not self.declared:  # `declared` was replaced
@@ -1050,15 +1040,6 @@ class ContextDetector:
                 value=state.side_effects,
             )
         ]
-
-    def _remember_session(self, session_id: str, state: ContextState) -> None:
-        if state is self._last_state:
-            return  # the same session as the step before: already the most recent
-        self._last_state = state
-        self._sessions[session_id] = state
-        self._sessions.move_to_end(session_id)
-        while len(self._sessions) > self._max_sessions:
-            self._sessions.popitem(last=False)
 
     def check_action(
         self,
@@ -1091,7 +1072,7 @@ class ContextDetector:
     async def restore(self, history: History, now_ns: int) -> None:
         """Learn profiles from the latest normal runs in the store (runs with no warn+ alert)."""
         rows = await history.query(*learned_runs_sql(now_ns, self._history_runs))
-        rules = ContextRules.model_validate({})
+        rules = self._settings.context
         current: tuple[str, str] | None = None
         calls: list[_RunObservation] = []
         side = 0
@@ -1100,8 +1081,11 @@ class ContextDetector:
                 if current is not None:
                     self.profiles.learn_run(current[0], calls, side)
                 current, calls, side = (agent, trace), [], 0
+                # The agent's own tool classes and recipient keys, as when it was live.
+                rules = self._settings.for_agent(agent).context
             args_doc = _decode(args)
-            action = classify_action(tool, args_doc if isinstance(args_doc, Mapping) else None)
+            mapping = args_doc if isinstance(args_doc, Mapping) else None
+            action = classify_action(tool, mapping, rules.tool_classes)
             side += action in SIDE_EFFECT_CLASSES
             result_doc = None if is_error else _decode(result)
             calls.append(
@@ -1120,26 +1104,11 @@ class ContextDetector:
 
 def learned_runs_sql(now_ns: int, per_agent: int) -> tuple[str, list[Any]]:
     """SQL of the tool steps of each agent's latest `per_agent` runs that raised no warn+ alert."""
-    sql = """
-        WITH runs AS (
-            SELECT agent_name, trace_id, max(end_time) AS last_end,
-                   row_number() OVER (PARTITION BY agent_name ORDER BY max(end_time) DESC) AS rn
-            FROM steps
-            WHERE end_time <= make_timestamp(?::BIGINT)
-            GROUP BY agent_name, trace_id
-        ), flagged AS (
-            SELECT DISTINCT trace_id FROM alerts
-            WHERE trace_id IS NOT NULL AND detector IN ('drift', 'context', 'rule')
-              AND severity IN ('warn', 'pause', 'kill')
-        ), keep AS (
-            SELECT * FROM runs WHERE rn <= ? AND trace_id NOT IN (SELECT trace_id FROM flagged)
-        )
-        SELECT s.agent_name, s.trace_id, s.tool_name, s.tool_args, s.tool_result, s.is_error
-        FROM steps s JOIN keep k USING (agent_name, trace_id)
-        WHERE s.kind = 'tool' AND s.tool_name IS NOT NULL
-        ORDER BY k.last_end, s.trace_id, s.start_time
-    """
-    return sql, [now_ns // 1000, per_agent]
+    return normal_runs_sql(
+        now_ns, per_agent,
+        "s.agent_name, s.trace_id, s.tool_name, s.tool_args, s.tool_result, s.is_error",
+        "s.kind = 'tool' AND s.tool_name IS NOT NULL",
+    )  # fmt: skip
 
 
 def _thresholds(r: ContextRules) -> ProfileThresholds:

@@ -14,12 +14,15 @@ import math
 import re
 from bisect import bisect_left, insort
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, TypeVar
 
+from watchdog.model import Finding, severity_rank
+
 AnomalyKind = Literal["type", "range", "sign", "zero", "category", "shape"]
 
+_WARN: Final = severity_rank("warn")
 _MAX_LEAVES: Final = 200  # per document: a 500-row result is profiled by its first rows
 _MAX_DEPTH: Final = 8
 
@@ -606,3 +609,87 @@ class PendingRuns(Generic[T]):
             if not run.flagged:
                 done.append((trace_id, run.agent, run.items, run.extra))
         return done
+
+
+S = TypeVar("S")
+
+
+class RecentSessions(Generic[S]):
+    """Per-session detector states of the latest `max_sessions` sessions, for pre-action checks.
+
+    The engine owns the states; a detector remembers them here so that a check of a
+    proposed action (`POST /api/v1/check`) can read what the session's run did so far.
+    """
+
+    def __init__(self, max_sessions: int) -> None:
+        self._states: OrderedDict[str, S] = OrderedDict()
+        self._last: S | None = None
+        self._max = max_sessions
+
+    def remember(self, session_id: str, state: S) -> None:
+        """Make `state` the most recent session's (called on every step: O(1))."""
+        if state is self._last:
+            return  # the same session as the step before: already the most recent
+        self._last = state
+        self._states[session_id] = state
+        self._states.move_to_end(session_id)
+        while len(self._states) > self._max:
+            self._states.popitem(last=False)
+
+    def get(self, session_id: str) -> S | None:
+        """The state of a remembered session, or None."""
+        return self._states.get(session_id)
+
+
+def normal_runs_sql(now_ns: int, per_agent: int, columns: str, where: str) -> tuple[str, list[Any]]:
+    """SQL of `columns` of the steps (`s`) matching `where` in each agent's latest normal runs.
+
+    Normal: among the agent's latest `per_agent` runs ended by `now_ns`, those with no
+    warn-or-worse drift/context/rule alert, as live learning skips flagged runs. Ordered
+    run by run (oldest run first), each run's steps in time order. `columns` and `where`
+    are SQL written by the callers, never data.
+    """
+    sql = f"""
+        WITH runs AS (
+            SELECT agent_name, trace_id, max(end_time) AS last_end,
+                   row_number() OVER (PARTITION BY agent_name ORDER BY max(end_time) DESC) AS rn
+            FROM steps
+            WHERE end_time <= make_timestamp(?::BIGINT)
+            GROUP BY agent_name, trace_id
+        ), flagged AS (
+            SELECT DISTINCT trace_id FROM alerts
+            WHERE trace_id IS NOT NULL AND detector IN ('drift', 'context', 'rule')
+              AND severity IN ('warn', 'pause', 'kill')
+        ), keep AS (
+            SELECT * FROM runs WHERE rn <= ? AND trace_id NOT IN (SELECT trace_id FROM flagged)
+        )
+        SELECT {columns}
+        FROM steps s JOIN keep k USING (agent_name, trace_id)
+        WHERE {where}
+        ORDER BY k.last_end, s.trace_id, s.start_time
+    """
+    return sql, [now_ns // 1000, per_agent]
+
+
+def first_raised(
+    found: Sequence[Finding],
+    fired: set[str],
+    pending: PendingRuns[Any],
+    trace_id: str,
+    replay: bool,
+) -> list[Finding]:
+    """The findings of `found` not yet raised in this run (`fired` remembers them).
+
+    Each condition fires once per run (the alert store dedups across runs by key). A
+    warn-or-worse one flags the run in `pending`, so it is never learned from (not
+    while replaying, which learns nothing anyway).
+    """
+    fresh = []
+    for f in found:
+        ident = f"{f.detector}:{f.rule}:{f.key}"
+        if ident not in fired:
+            fired.add(ident)
+            fresh.append(f)
+    if not replay and any(severity_rank(f.severity) >= _WARN for f in fresh):
+        pending.flag(trace_id)
+    return fresh

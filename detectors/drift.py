@@ -36,7 +36,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from detectors.context_profile import PendingRuns, Reservoir
+from detectors.context_profile import (
+    PendingRuns,
+    RecentSessions,
+    Reservoir,
+    first_raised,
+    normal_runs_sql,
+)
 from detectors.text import (
     DESTRUCTIVE_CLASSES,
     SIDE_EFFECT_CLASSES,
@@ -316,9 +322,7 @@ class DriftDetector:
         self._judge_sink = judge_sink
         self._pending: PendingRuns[_Obs] = PendingRuns()
         self._run_meta: OrderedDict[str, tuple[str | None, bool, set[str]]] = OrderedDict()
-        self._sessions: OrderedDict[str, DriftState] = OrderedDict()
-        self._last_state: DriftState | None = None
-        self._max_sessions = settings.max_sessions
+        self._sessions: RecentSessions[DriftState] = RecentSessions(settings.max_sessions)
 
     def new_state(self) -> DriftState:
         """Fresh per-session state."""
@@ -329,7 +333,7 @@ class DriftDetector:
         """Track the task; judge tool calls and assistant text against it and the agent's profile."""
         rules = ctx.rules.drift
         if not ctx.replay:
-            self._remember_session(step.session_id, state)
+            self._sessions.remember(step.session_id, state)
             self._learn_finished(ctx.now_ns, int(rules.run_idle_s * 1e9), LEARN_PER_STEP)
         if step.trace_id != state.trace_id:
             state.trace_id = step.trace_id
@@ -367,17 +371,7 @@ class DriftDetector:
             return ()
         if not found:
             return ()
-        fresh = []
-        for f in found:
-            ident = f"{f.rule}:{f.key}"
-            if ident not in state.fired:
-                state.fired.add(ident)
-                fresh.append(f)
-        if not ctx.replay and any(
-            severity_rank(f.severity) >= severity_rank("warn") for f in fresh
-        ):
-            self._pending.flag(step.trace_id)
-        return fresh
+        return first_raised(found, state.fired, self._pending, step.trace_id, ctx.replay)
 
     def _track_task(self, state: DriftState, step: Step) -> None:
         if step.task:
@@ -412,15 +406,6 @@ class DriftDetector:
     def flush(self, now_ns: int) -> None:
         """Learn every pending run now (tests and the benchmark end runs explicitly)."""
         self._learn_finished(now_ns, -1, None)
-
-    def _remember_session(self, session_id: str, state: DriftState) -> None:
-        if state is self._last_state:
-            return  # the same session as the step before: already the most recent
-        self._last_state = state
-        self._sessions[session_id] = state
-        self._sessions.move_to_end(session_id)
-        while len(self._sessions) > self._max_sessions:
-            self._sessions.popitem(last=False)
 
     # -- signals ------------------------------------------------------------------------
     def _threshold(self, agent: str, key: str, rules: DriftRules) -> float | None:
@@ -722,27 +707,12 @@ _CALL_LINE: Final = re.compile(r"^[\w.\-]+\(")
 
 def learned_drift_sql(now_ns: int, per_agent: int) -> tuple[str, list[Any]]:
     """SQL of the llm and tool steps of each agent's latest normal runs (no warn+ drift/context alert)."""
-    sql = """
-        WITH runs AS (
-            SELECT agent_name, trace_id, max(end_time) AS last_end,
-                   row_number() OVER (PARTITION BY agent_name ORDER BY max(end_time) DESC) AS rn
-            FROM steps
-            WHERE end_time <= make_timestamp(?::BIGINT)
-            GROUP BY agent_name, trace_id
-        ), flagged AS (
-            SELECT DISTINCT trace_id FROM alerts
-            WHERE trace_id IS NOT NULL AND detector IN ('drift', 'context', 'rule')
-              AND severity IN ('warn', 'pause', 'kill')
-        ), keep AS (
-            SELECT * FROM runs WHERE rn <= ? AND trace_id NOT IN (SELECT trace_id FROM flagged)
-        )
-        SELECT s.agent_name, s.trace_id, s.kind, s.tool_name, s.tool_args, s.output_text,
-               s.user_message, s.task
-        FROM steps s JOIN keep k USING (agent_name, trace_id)
-        WHERE s.kind IN ('tool', 'llm', 'agent')
-        ORDER BY k.last_end, s.trace_id, s.start_time
-    """
-    return sql, [now_ns // 1000, per_agent]
+    return normal_runs_sql(
+        now_ns, per_agent,
+        "s.agent_name, s.trace_id, s.kind, s.tool_name, s.tool_args, s.output_text, "
+        "s.user_message, s.task",
+        "s.kind IN ('tool', 'llm', 'agent')",
+    )  # fmt: skip
 
 
 def validate_drift_context(settings: DetectorSettings) -> None:
