@@ -13,6 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from tests.conftest import DaemonThread, http_json
 from tests.otlp_builders import json_body, llm_attrs, make_request, make_span, post
+from watchdog.pipeline import RecentKeys
 
 
 def count(d: DaemonThread, table: str = "spans") -> int:
@@ -218,3 +219,24 @@ def test_body_arriving_in_pieces_is_read_whole(daemon: DaemonThread) -> None:
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     assert count(daemon) == 200
+
+
+def test_a_span_repeated_in_one_request_and_across_requests_is_stored_once(
+    daemon: DaemonThread,
+) -> None:
+    a, b, c = (make_span(attrs=llm_attrs(inp=i)) for i in (1, 2, 3))
+    assert post(daemon.url, make_request([a, a, b]).SerializeToString())[0] == 200
+    assert post(daemon.url, make_request([b, c]).SerializeToString())[0] == 200
+    rows = daemon.query('SELECT "SpanId" FROM spans ORDER BY "SpanId"')
+    assert rows == sorted((s.span_id.hex(),) for s in (a, b, c))
+    assert daemon.query("SELECT count(*) FROM steps") == [(3,)]
+
+
+def test_recent_keys_remember_between_half_and_all_of_capacity() -> None:
+    recent = RecentKeys(capacity=4)
+    recent.add_all(["k1", "k2"])  # the newer generation is full: it becomes the older one
+    recent.add_all(["k3"])
+    assert recent.seen(["k1", "k3", "k9"]) == {"k1", "k3"}
+    recent.add_all(["k4"])  # k1, k2 are forgotten
+    assert "k1" not in recent and "k3" in recent and "k4" in recent
+    assert recent.seen(["k1", "k2"]) == set()

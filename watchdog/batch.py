@@ -136,8 +136,14 @@ class SpanBatch:
     def keep_rows(self, keep: Sequence[bool]) -> SpanBatch:
         """Return the batch restricted to the span rows whose flag in `keep` is true."""
         kept_keys = [k for k, flag in zip(self.keys, keep, strict=True) if flag]
+        # One step per kept span: a span sent twice in one batch has two equal steps.
         wanted = set(kept_keys)
-        steps = [s for s in self.steps if s.trace_id + s.span_id in wanted]
+        steps = []
+        for s in self.steps:
+            key = s.trace_id + s.span_id
+            if key in wanted:
+                wanted.discard(key)
+                steps.append(s)
         return SpanBatch(
             self.spans.filter(pa.array(keep, pa.bool_())), steps, steps_table(steps), kept_keys
         )

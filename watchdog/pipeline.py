@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -106,21 +106,31 @@ class IngestQueue:
 
 
 class RecentKeys:
-    """A bounded set of recently committed span keys, to drop OTLP re-sends (at-least-once)."""
+    """A bounded memory of recently committed span keys, to drop OTLP re-sends (at-least-once).
+
+    Two generations of sets: keys go into the newer one, which becomes the older one
+    (dropping the previous older one) when it holds `capacity // 2` keys. So between
+    `capacity // 2` and `capacity` of the latest keys are remembered, and every operation
+    is a C-level set operation over a whole batch.
+    """
 
     def __init__(self, capacity: int = 200_000) -> None:
-        self._capacity = capacity
-        self._keys: OrderedDict[str, None] = OrderedDict()
+        self._half = max(capacity // 2, 1)
+        self._new: set[str] = set()
+        self._old: set[str] = set()
 
     def __contains__(self, key: str) -> bool:
-        return key in self._keys
+        return key in self._new or key in self._old
+
+    def seen(self, keys: Sequence[str]) -> set[str]:
+        """The subset of `keys` remembered as committed."""
+        return self._new.intersection(keys) | self._old.intersection(keys)
 
     def add_all(self, keys: Sequence[str]) -> None:
-        """Remember `keys`, forgetting the oldest beyond capacity."""
-        for k in keys:
-            self._keys[k] = None
-        while len(self._keys) > self._capacity:
-            self._keys.popitem(last=False)
+        """Remember `keys`, forgetting the oldest generation when the newer one is full."""
+        self._new.update(keys)
+        if len(self._new) >= self._half:
+            self._old, self._new = self._new, set()
 
 
 class BatchWriter:
@@ -167,13 +177,13 @@ class BatchWriter:
         merged = SpanBatch.merge([p.batch for p in pending])
         n_spans = len(merged)
         keys = merged.keys
-        recent = self._recent
-        seen: set[str] = set()
-        keep = []
-        for k in keys:
-            keep.append(k not in recent and k not in seen)
-            seen.add(k)
-        if not all(keep):
+        resent = self._recent.seen(keys)
+        if resent or len(set(keys)) != len(keys):  # rare: a re-send, or a span sent twice
+            seen: set[str] = set()
+            keep = []
+            for k in keys:
+                keep.append(k not in resent and k not in seen)
+                seen.add(k)
             METRICS.spans_duplicate.inc(keep.count(False))
             merged = merged.keep_rows(keep)
         started = time.perf_counter()
