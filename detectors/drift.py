@@ -725,10 +725,20 @@ def validate_drift_context(settings: DetectorSettings) -> None:
 
     ctx = settings.context
     load_rules(ctx.rules_files, shipped=ctx.shipped_rules, disabled=ctx.disabled_rules)
-    scorers = {settings.drift.scorer} | {
-        o.drift.scorer for o in settings.agents.values() if o.drift is not None
-    }
-    if "embedding" in scorers and not semantic_available():
+    # One scorer serves every agent (it holds the model and every agent's history), so a
+    # per-agent choice would be silently ignored: refuse it instead.
+    for name, override in settings.agents.items():
+        drift = override.drift
+        if (
+            drift is not None
+            and "scorer" in drift.model_fields_set
+            and drift.scorer != settings.drift.scorer
+        ):
+            raise ConfigError(
+                f"detectors.agents.{name}.drift.scorer: the scorer is chosen once for all "
+                f"agents; set detectors.drift.scorer instead"
+            )
+    if settings.drift.scorer == "embedding" and not semantic_available():
         raise ConfigError(
             "detectors.drift.scorer: 'embedding' needs the semantic extra "
             "(pip install 'agent-watchdog[semantic]')"

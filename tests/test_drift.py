@@ -138,11 +138,17 @@ def test_check_config_reports_embedding_without_extra_and_judge_without_url(
     with pytest.raises(ConfigError, match=r"detectors\.drift\.judge\.base_url"):
         validate_drift_context(settings)
     monkeypatch.setattr("detectors.text.semantic_available", lambda: False)
+    settings = DetectorSettings.model_validate({"drift": {"scorer": "embedding"}})
+    with pytest.raises(ConfigError, match=r"detectors\.drift\.scorer: 'embedding' needs"):
+        validate_drift_context(settings)
+    # One scorer serves every agent: a per-agent choice is refused, not silently ignored.
     settings = DetectorSettings.model_validate(
         {"agents": {"x": {"drift": {"scorer": "embedding"}}}}
     )
-    with pytest.raises(ConfigError, match=r"detectors\.drift\.scorer"):
+    with pytest.raises(ConfigError, match=r"detectors\.agents\.x\.drift\.scorer: .*once"):
         validate_drift_context(settings)
+    same = {"drift": {"scorer": "lexical"}, "agents": {"x": {"drift": {"scorer": "lexical"}}}}
+    validate_drift_context(DetectorSettings.model_validate(same))
 
 
 @pytest.mark.skipif(
