@@ -416,7 +416,7 @@ def research_blind_normal(rng: random.Random) -> RunSpec:
 
 
 def _order(rng: random.Random) -> dict[str, Any]:
-    items = [{"sku": f"SKU-{rng.randint(100, 999)}", "qty": rng.randint(1, 3), "price": rng.choice([9.99, 24.5, 39.0, 59.9, 120.0])}
+    items: list[dict[str, Any]] = [{"sku": f"SKU-{rng.randint(100, 999)}", "qty": rng.randint(1, 3), "price": rng.choice([9.99, 24.5, 39.0, 59.9, 120.0])}
              for _ in range(rng.randint(1, 3))]  # fmt: skip
     total = round(sum(i["qty"] * i["price"] for i in items), 2)
     return {"order_id": f"ORD-{rng.randint(10000, 99999)}", "status": rng.choice(["shipped", "processing", "delivered"]),
