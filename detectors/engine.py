@@ -43,6 +43,9 @@ from watchdog.store import Store
 
 logger = logging.getLogger(__name__)
 
+# Steps detected between two chances for other tasks (HTTP handlers) to run.
+_STEPS_PER_SLICE = 256
+
 RecordFindings = Callable[[Sequence[Finding]], Awaitable[Any]]
 
 _STEP_FIELDS = [f.name for f in dataclasses.fields(Step)]
@@ -141,6 +144,8 @@ class DetectorEngine:
         # state from the store instead of starting from nothing. Bounded like the LRU.
         self._evicted: OrderedDict[str, None] = OrderedDict()
         self._queue: asyncio.Queue[Committed] = asyncio.Queue(settings.max_queued_commits)
+        self._queued_steps = 0
+        self._drained = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._periodic_tasks: dict[str, asyncio.Task[Any]] = {}
@@ -172,9 +177,22 @@ class DetectorEngine:
         return list(dict.fromkeys(names))
 
     async def on_commit(self, notice: Committed) -> None:
-        """Writer listener: enqueue the commit (waits only when the bounded queue is full)."""
+        """Writer listener: enqueue the commit; waits while the queue is full.
+
+        Bounded in steps as well as commits: when detection is slower than ingest, the
+        writer waits here (and intake answers 503 once its own queue fills), so detection
+        lags by at most `max_queued_steps` steps and their memory, never by an ever
+        growing backlog.
+        """
         if self._stopped:
             return
+        n = len(notice.steps)
+        while self._queued_steps and self._queued_steps + n > self.settings.max_queued_steps:
+            self._drained.clear()
+            await self._drained.wait()
+            if self._stopped:
+                return
+        self._queued_steps += n
         await self._queue.put(notice)
         self.metrics.queue.set(self._queue.qsize())
 
@@ -229,6 +247,7 @@ class DetectorEngine:
                 await self._worker
         for task in list(self._periodic_tasks.values()):
             task.cancel()
+        self._drained.set()  # a writer waiting for room must not wait forever
 
     async def settle(self) -> None:
         """Return once every commit queued so far has been processed and recorded."""
@@ -254,6 +273,8 @@ class DetectorEngine:
                 logger.exception("detection of a commit of %d steps failed", len(notice.steps))
                 self._count_error("engine", "process")
             finally:
+                self._queued_steps -= len(notice.steps)
+                self._drained.set()
                 self._queue.task_done()
                 self.metrics.queue.set(self._queue.qsize())
 
@@ -266,19 +287,30 @@ class DetectorEngine:
             for session_id in returning:
                 await self._rehydrate(session_id, exclude, now)
         findings: list[Finding] = []
-        for step in notice.steps:
+        for i, step in enumerate(notice.steps, 1):
             findings.extend(self._observe(step, now, replay=False))
+            if i % _STEPS_PER_SLICE == 0 and i < len(notice.steps):
+                # A group commit can hold thousands of steps: record what was found so far
+                # (a kill must not wait for the rest) and let HTTP handlers (guard checks)
+                # run between slices instead of after the whole commit.
+                await self._record_findings(findings)
+                findings = []
+                await asyncio.sleep(0)
         self.metrics.steps.inc(len(notice.steps))
         self.metrics.sessions.set(len(self._sessions))
-        if findings:
-            for f in findings:
-                self.metrics.findings.labels(f.detector, f.rule, f.severity).inc()
-            try:
-                await self._record(findings)
-            except Exception:
-                logger.exception("recording %d findings failed", len(findings))
-                self._count_error("engine", "record")
+        await self._record_findings(findings)
         self.metrics.lag.observe(max(self._clock_ns() - notice.committed_at_ns, 0) / 1e9)
+
+    async def _record_findings(self, findings: list[Finding]) -> None:
+        if not findings:
+            return
+        for f in findings:
+            self.metrics.findings.labels(f.detector, f.rule, f.severity).inc()
+        try:
+            await self._record(findings)
+        except Exception:
+            logger.exception("recording %d findings failed", len(findings))
+            self._count_error("engine", "record")
 
     def _observe(self, step: Step, now: int, *, replay: bool) -> list[Finding]:
         session = self._touch(step, now)

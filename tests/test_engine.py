@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from detectors.engine import DetectorEngine
 from tests.agents.corpus import AgentSim
 from tests.conftest import ROOT, DaemonThread, otel_provider
 from watchdog.detection import DetectorSettings, History, StepContext
-from watchdog.model import Finding, Step
+from watchdog.model import Committed, Finding, Step
 
 
 @dataclass
@@ -249,3 +250,35 @@ def test_per_agent_overrides_replace_only_what_they_name() -> None:
     assert bot.loop.repeat_error == s.loop.repeat_error
     assert bot.spend.zscore.warn == 5
     assert s.for_agent("other") is s
+
+
+def test_the_detection_backlog_is_bounded_in_steps_and_the_writer_waits(
+    daemon: DaemonThread,
+) -> None:
+    engine = DetectorEngine(
+        DetectorSettings(max_queued_steps=3),
+        daemon.d.store,
+        daemon.d.alerts.record,
+        daemon.d.supervisor,
+    )
+    counter = CountingDetector()
+    engine.add(counter)
+    now = time.time_ns()
+    steps = [
+        Step(f"{i:032x}", f"{i:016x}", "", now, now, "svc", "bot", "s-backlog", "tool")
+        for i in range(1, 5)
+    ]
+
+    async def scenario() -> tuple[bool, bool]:
+        await engine.on_commit(Committed(steps[:2], 2, now))  # 2 of 3 queued: accepted
+        second = asyncio.ensure_future(engine.on_commit(Committed(steps[2:], 2, now)))
+        await asyncio.sleep(0.05)
+        waited = not second.done()  # 2 + 2 > 3: the writer waits for detection
+        await engine.start()
+        await asyncio.wait_for(second, 10)
+        await engine.settle()
+        drained = engine._queued_steps == 0
+        await engine.stop()
+        return waited, drained
+
+    assert daemon.call(scenario()) == (True, True)

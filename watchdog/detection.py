@@ -314,6 +314,12 @@ class DetectorSettings(_Strict):
     max_queued_commits: int = Field(
         4096, ge=1, description="Commits waiting for detection before the writer waits."
     )
+    max_queued_steps: int = Field(
+        20_000,
+        ge=1,
+        description="Steps waiting for detection before the writer waits (bounds detection "
+        "lag and its memory when ingest outpaces detection).",
+    )
     baseline_interval_s: float = Field(
         300, gt=0, description="How often periodic detectors recompute baselines from history."
     )
