@@ -183,32 +183,6 @@ def decode_request(req: ExportTraceServiceRequest, pricer: Pricer) -> DecodedReq
     c = SpanColumns()
     rejected = 0
     messages: list[str] = []
-    # This loop is the ingest hot path (tens of thousands of spans a second): the list
-    # appends are bound once instead of looked up per span.
-    add_ts, add_trace, add_span = c.timestamp_ns.append, c.trace_id.append, c.span_id.append
-    add_parent, add_state = c.parent_span_id.append, c.trace_state.append
-    add_name, add_kind = c.span_name.append, c.span_kind.append
-    add_service, add_scope, add_scope_v = (
-        c.service_name.append,
-        c.scope_name.append,
-        c.scope_version.append,
-    )
-    add_duration, add_status, add_status_msg = (
-        c.duration_ns.append,
-        c.status_code.append,
-        c.status_message.append,
-    )
-    add_res_keys, add_res_vals, add_res_len = (
-        c.res_keys.extend,
-        c.res_vals.extend,
-        c.res_lens.append,
-    )
-    add_attr_keys, add_attr_vals, add_attr_len = (
-        c.attr_keys.extend,
-        c.attr_vals.extend,
-        c.attr_lens.append,
-    )
-    add_events, add_links, add_step = c.events.append, c.links.append, c.steps.append
     for rs in req.resource_spans:
         res_attrs = attributes(rs.resource.attributes)
         service = res_attrs.get("service.name")
@@ -246,27 +220,29 @@ def decode_request(req: ExportTraceServiceRequest, pricer: Pricer) -> DecodedReq
                 status_message = status.message
                 kind = span.kind
                 events, plain_events = _events(span) if span.events else ([], [])
-                add_ts(start)
-                add_trace(trace_id)
-                add_span(span_id)
-                add_parent(parent)
-                add_state(span.trace_state)
-                add_name(name)
-                add_kind(SPAN_KINDS[kind] if 0 <= kind < 6 else "Unspecified")
-                add_service(service_name)
-                add_scope(scope_name)
-                add_scope_v(scope_version)
-                add_duration(end - start)
-                add_status(STATUS_CODES[code] if 0 <= code < 3 else "Unset")
-                add_status_msg(status_message)
-                add_res_keys(res_keys)
-                add_res_vals(res_vals)
-                add_res_len(n_res)
-                add_attr_keys(attrs)
-                add_attr_vals([v if v.__class__ is str else to_text(v) for v in attrs.values()])
-                add_attr_len(len(attrs))
-                add_events(events)
-                add_links(_links(span) if span.links else [])
+                c.timestamp_ns.append(start)
+                c.trace_id.append(trace_id)
+                c.span_id.append(span_id)
+                c.parent_span_id.append(parent)
+                c.trace_state.append(span.trace_state)
+                c.span_name.append(name)
+                c.span_kind.append(SPAN_KINDS[kind] if 0 <= kind < 6 else "Unspecified")
+                c.service_name.append(service_name)
+                c.scope_name.append(scope_name)
+                c.scope_version.append(scope_version)
+                c.duration_ns.append(end - start)
+                c.status_code.append(STATUS_CODES[code] if 0 <= code < 3 else "Unset")
+                c.status_message.append(status_message)
+                c.res_keys.extend(res_keys)
+                c.res_vals.extend(res_vals)
+                c.res_lens.append(n_res)
+                c.attr_keys.extend(attrs)
+                c.attr_vals.extend(
+                    [v if v.__class__ is str else to_text(v) for v in attrs.values()]
+                )
+                c.attr_lens.append(len(attrs))
+                c.events.append(events)
+                c.links.append(_links(span) if span.links else [])
                 step = normalize_span(
                     trace_id=trace_id,
                     span_id=span_id,
@@ -282,5 +258,5 @@ def decode_request(req: ExportTraceServiceRequest, pricer: Pricer) -> DecodedReq
                     pricer=pricer,
                 )
                 if step is not None:
-                    add_step(step)
+                    c.steps.append(step)
     return DecodedRequest(c.seal(), rejected, messages)

@@ -114,11 +114,6 @@ class SpanBatch:
         return len(self.keys)
 
     @staticmethod
-    def empty() -> SpanBatch:
-        """A batch of no rows."""
-        return SpanColumns().seal()
-
-    @staticmethod
     def merge(batches: Sequence[SpanBatch]) -> SpanBatch:
         """Concatenate batches (zero-copy for the Arrow data) in order."""
         if len(batches) == 1:
