@@ -44,6 +44,7 @@ def test_flags_beat_environment_beat_file(tmp_path: Path, monkeypatch: pytest.Mo
         ("ingest:\n  max_queued_spans: 10\n  max_batch_spans: 20\n", "ingest.max_batch_spans"),
         ("budgets:\n  warn_fractions: [0.5, 1.5]\n", "budgets.warn_fractions"),
         ("unknown_section: {}\n", "unknown_section"),
+        ("storage:\n  checkpoint_threshold: lots\n", "storage.checkpoint_threshold"),
     ],
 )
 def test_bad_settings_name_their_path(tmp_path: Path, yaml_text: str, path: str) -> None:

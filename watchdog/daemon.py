@@ -39,6 +39,7 @@ class Daemon:
             settings.db_path,
             memory_limit=settings.storage.memory_limit,
             threads=settings.storage.threads,
+            checkpoint_threshold=settings.storage.checkpoint_threshold,
         )
         self.pricer = Pricer(settings.prices.overrides_file)
         self.supervisor = Supervisor()

@@ -68,6 +68,14 @@ class StorageSettings(Section):
         description="DuckDB worker threads. One keeps ingest cheapest on a small machine "
         "(a second thread costs more CPU per insert than it saves); raise it for heavy SQL.",
     )
+    checkpoint_threshold: str = Field(
+        "96MB",
+        pattern=r"(?i)^\s*\d+(\.\d+)?\s*([kmgt]i?b|b|bytes)\s*$",
+        description="WAL size at which DuckDB checkpoints (folds the WAL into the database "
+        "file). Commits wait for a checkpoint, about one second per 100 MB here, and the "
+        "rows since the last one stay in memory: more means fewer, longer pauses and more "
+        "memory.",
+    )
 
 
 class IngestSettings(Section):
