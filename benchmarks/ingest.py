@@ -1,11 +1,12 @@
 """Ingest throughput: realistic 25-span agent runs over OTLP/HTTP protobuf into a running daemon.
 
-Starts `watchdog run --port 0` on a fresh data dir (or uses --url), pre-builds unique
+Starts `watchdog run --port 0` on a fresh data dir, pre-builds unique
 request bodies (so the clients spend their CPU on sending, not encoding), then sends them
 from several concurrent keep-alive connections. Every 200 means "committed to DuckDB".
-Prints committed spans/s, request latency p50/p99 and the daemon's peak RSS.
+Prints committed spans/s, request latency p50/p99, the daemon's peak memory (RSS and
+PSS, with its decode workers) and its CPU time per span.
 
-    .venv/bin/python benchmarks/ingest.py [--spans 600000] [--clients 6] [--runs-per-request 4]
+    .venv/bin/python benchmarks/ingest.py [--spans 600000] [--clients 16] [--runs-per-request 20] [--set ENV=VALUE]
 """
 
 from __future__ import annotations
@@ -196,6 +197,45 @@ def peak_rss_mib(pid: int) -> float:
     return total
 
 
+def pss_mib(pid: int) -> float:
+    """Proportional set size of `pid` plus its descendants, in MiB: shared pages (the
+    libraries a decode worker maps like the daemon does) are split between the
+    processes instead of counted once per process as a sum of RSS does."""
+    total = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1]) / 1024
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += sum(pss_mib(int(c)) for c in (task / "children").read_text().split())
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass  # a process that just exited
+    return total
+
+
+class PeakPss:
+    """Samples `pss_mib(pid)` twice a second on a thread and keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0.0
+        self._pid = pid
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, pss_mib(self._pid))
+
+    def __enter__(self) -> PeakPss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, pss_mib(self._pid))
+
+
 def cpu_seconds(pid: int) -> dict[str, float]:
     """CPU time (user + system) of `pid`'s event-loop thread, its other threads, and its
     child processes (decode workers), read from /proc."""
@@ -270,12 +310,13 @@ def main() -> None:
         print(f"sending with {args.clients} concurrent clients to {url} …", flush=True)
         cpu0 = cpu_seconds(proc.pid)
         t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t0
-        cpu1 = cpu_seconds(proc.pid)
+        with PeakPss(proc.pid) as pss:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+            cpu1 = cpu_seconds(proc.pid)
         rss = peak_rss_mib(proc.pid)
         con_check = subprocess.run(
             [
@@ -314,7 +355,8 @@ def main() -> None:
         f"({len(latencies)} requests of {n_spans // len(latencies)} spans)"
     )
     print(f"503 refusals (retried)    : {len(errors)}")
-    print(f"daemon peak RSS (+workers) : {rss:.0f} MiB")
+    print(f"daemon peak RSS (+workers) : {rss:.0f} MiB (sum of each process's peak)")
+    print(f"daemon peak PSS (+workers) : {pss.peak:.0f} MiB (sampled every 0.5 s)")
     # CPU per span does not depend on what else the machine runs as much as spans/s does:
     # it says how far 2 idle cores could go, and which thread is the bottleneck.
     per = {k: (cpu1[k] - cpu0[k]) / n_spans * 1e6 for k in cpu0}
