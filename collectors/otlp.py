@@ -62,6 +62,17 @@ def attributes(kvs: Any) -> dict[str, Any]:
     return out
 
 
+def _json_default(o: Any) -> Any:
+    if isinstance(o, bytes):
+        return base64.b64encode(o).decode("ascii")
+    raise TypeError(type(o).__name__)
+
+
+# One encoder for every call: json.dumps with arguments builds a new encoder each time,
+# which costs more than encoding a short list.
+_to_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
 def to_text(value: Any) -> str:
     """Render an attribute value as the string stored in a MAP(VARCHAR, VARCHAR) column."""
     if isinstance(value, str):
@@ -74,13 +85,7 @@ def to_text(value: Any) -> str:
         return base64.b64encode(value).decode("ascii")
     if value is None:
         return ""
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, bytes):
-        return base64.b64encode(o).decode("ascii")
-    raise TypeError(type(o).__name__)
+    return _to_json(value)
 
 
 def parse_protobuf(body: bytes) -> ExportTraceServiceRequest:
