@@ -189,6 +189,10 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self.running = False
         self._to_resolve: set[str] = set()
+        # When each firing alert held in a group resolves unless re-asserted (with
+        # `resolve_after_s` set). Kept up to date on every change, so a tick compares
+        # floats instead of converting every firing alert's timestamp.
+        self._resolve_at: dict[str, float] = {}
         self._silence_boundary: float | None = None
         self._ticking = False
         self._last_overflow_log = 0.0
@@ -264,6 +268,7 @@ class Dispatcher:
 
     def _add(self, a: Alert, now: float, *, schedule: bool, rebuilding: bool = False) -> None:
         labels = alert_labels(a)
+        held = False
         for route in self.root.match(labels):
             key, group_labels = route.group_key(labels)
             g = self.groups.get(key)
@@ -285,8 +290,14 @@ class Dispatcher:
                 self.metrics.groups.set(len(self.groups))
             is_new = a.id not in g.alerts
             g.alerts[a.id] = a
+            held = True
             if schedule or is_new:
                 self._schedule(g, now)
+        after = self.settings.resolve_after_s
+        if held and a.state == "firing" and after is not None:
+            self._resolve_at[a.id] = epoch(a.updated_at) + after
+        else:
+            self._resolve_at.pop(a.id, None)
 
     def _schedule(self, g: Group, now: float, *, urgent: bool = False) -> None:
         if not g.flushed:
@@ -320,10 +331,7 @@ class Dispatcher:
         """Resolve what is due, notice silence boundaries, flush the groups that are due."""
         due = self._to_resolve
         self._to_resolve = set()
-        after = self.settings.resolve_after_s
-        if after is not None:
-            for g in self.groups.values():
-                due.update(a.id for a in g.firing() if epoch(a.updated_at) + after <= now)
+        due.update(alert_id for alert_id, at in self._resolve_at.items() if at <= now)
         for alert_id in sorted(due):
             if await self.alerts.resolve(alert_id) is None:  # its event re-enters via on_alert
                 self._mark_resolved(alert_id, now)  # already closed elsewhere: stop waiting on it
@@ -337,6 +345,7 @@ class Dispatcher:
                 self._flush(g, now)
 
     def _mark_resolved(self, alert_id: str, now: float) -> None:
+        self._resolve_at.pop(alert_id, None)
         for g in self.groups.values():
             a = g.alerts.get(alert_id)
             if a is not None and a.state == "firing":
@@ -351,9 +360,8 @@ class Dispatcher:
 
     def _next_due(self, now: float) -> float:
         times = [g.next_flush_at for g in self.groups.values() if g.next_flush_at is not None]
-        after = self.settings.resolve_after_s
-        if after is not None:
-            times += [epoch(a.updated_at) + after for g in self.groups.values() for a in g.firing()]
+        if self._resolve_at:
+            times.append(min(self._resolve_at.values()))
         if self._silence_boundary is not None:
             times.append(self._silence_boundary)
         if self._to_resolve:

@@ -151,6 +151,19 @@ async def test_quiet_alert_resolves_and_the_group_is_dropped(store: Store) -> No
     assert p.nflog.open_entries() == []
 
 
+async def test_a_reasserted_alert_resolves_only_after_it_went_quiet(store: Store) -> None:
+    p = await make(store, group_wait_s=0, group_interval_s=0, resolve_after_s=60)
+    await p.alerts.record([finding()])
+    assert await p.at(0) == ["first"]
+    p.clock.t = T0 + 50
+    await p.alerts.record([finding()])  # the detector still sees it: quiet from t=50 on
+    assert await p.at(60) == []
+    assert store.query("SELECT state FROM alerts") == [("firing",)]
+    assert await p.at(109) == []
+    assert await p.at(110) == ["resolved"]
+    assert p.d.groups == {}
+
+
 async def test_a_person_clearing_a_verdict_resolves_its_alert(store: Store) -> None:
     p = await make(store, group_wait_s=0, group_interval_s=0, resolve_after_s=None)
     events = await p.alerts.record([finding(severity="pause")])
