@@ -22,6 +22,7 @@ from typing import Any
 from collectors.otlp import DecodedRequest, decode_request, parse_json, parse_protobuf
 from watchdog.batch import SpanBatch
 from watchdog.errors import RetryableError
+from watchdog.gcpolicy import tune_gc
 from watchdog.pricing import Pricer
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ _PRICER: Pricer | None = None
 
 def _init_worker(overrides_file: Path | None) -> None:
     global _PRICER
+    tune_gc()
     _PRICER = Pricer(overrides_file)
 
 

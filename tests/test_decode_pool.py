@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from pathlib import Path
 
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from collectors.decode_pool import DecodePool
 from tests.conftest import DaemonThread
 from tests.otlp_builders import json_body, llm_attrs, make_request, make_span, post
+from watchdog.gcpolicy import THRESHOLDS
 
 
 def test_worker_decoding_matches_inline(daemon_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -34,3 +38,16 @@ def test_worker_decoding_matches_inline(daemon_factory, tmp_path: Path) -> None:
     assert len(pooled.query(q)) == 4
     sq = 'SELECT "SpanId", "SpanAttributes", "ResourceAttributes" FROM spans WHERE cardinality("SpanAttributes") > 0 ORDER BY 1'
     assert pooled.query(sq) == inline.query(sq)
+
+
+async def test_workers_run_with_the_tuned_gc_thresholds() -> None:
+    # A worker allocates a few containers per attribute; at CPython's default threshold
+    # its collector ran ~1,200 times per 600,000 spans (watchdog/gcpolicy.py).
+    pool = DecodePool(1, None)
+    await pool.start()
+    try:
+        assert pool._pool is not None
+        got = await asyncio.get_running_loop().run_in_executor(pool._pool, gc.get_threshold)
+    finally:
+        await pool.stop()
+    assert got == THRESHOLDS

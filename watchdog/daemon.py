@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from watchdog.alertstore import AlertStore
+from watchdog.gcpolicy import tune_gc
 from watchdog.http import build_app
 from watchdog.lifecycle import Component, Supervisor
 from watchdog.pipeline import BatchWriter, IngestQueue
@@ -108,6 +109,7 @@ class Daemon:
         # the process: frozen, it is no longer rescanned by every full garbage collection.
         gc.collect()
         gc.freeze()
+        tune_gc()
         print(f"watchdog listening on {self.url}", flush=True)
         await self._stop_requested.wait()
         await self.stop()
