@@ -99,7 +99,7 @@ FROM ({rows})
 """
 
 INSERT_STEPS = """
-INSERT INTO steps BY NAME
+INSERT INTO step_records BY NAME
 SELECT trace_id, span_id, parent_id AS parent_span_id, ts AS start_time,
        ts + CASE WHEN k = 0 THEN INTERVAL ({per} * 2) SECOND ELSE INTERVAL 1500 MILLISECOND END
            AS end_time,

@@ -54,7 +54,7 @@ def test_one_post_per_incident_then_updates_in_place_until_resolved(
     d.call(
         d.d.store.write(
             lambda cur: cur.execute(
-                "INSERT INTO steps (trace_id, span_id, parent_span_id, start_time, end_time, "
+                "INSERT INTO step_records (trace_id, span_id, parent_span_id, start_time, end_time, "
                 "service_name, agent_name, session_id, kind, cost_usd, price_source, is_error) VALUES "
                 "(?, 's1', '', now(), now(), 'research-svc', 'research-bot', 'sess-1', 'llm', 0.25, "
                 "'genai-prices', false)",

@@ -28,6 +28,7 @@ from tests.conftest import ROOT
 from watchdog.demo.fake_llm import FakeLLM, Reply
 from watchdog.demo.scenarios import DEMO_CONFIG, LOOP_KILL_AT, RUN_CAP_USD, WAITLIST_SIZE
 from watchdog.settings import load_settings
+from watchdog.store import Store
 
 
 @dataclass
@@ -60,11 +61,12 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         capture_output=True, text=True, timeout=300, cwd=ROOT, env=_env(),
     )  # fmt: skip
     report = json.loads((data / "demo-report.json").read_text())
-    db = duckdb.connect(str(data / "watchdog.duckdb"), read_only=True)
+    store = Store(data / "watchdog.duckdb", read_only=True)
+    store.open()
     try:
-        yield DemoRun(proc, data, report, db)
+        yield DemoRun(proc, data, report, store.con)
     finally:
-        db.close()
+        store.close()
 
 
 def test_demo_once_exits_0_and_reports_every_failure_caught(demo: DemoRun) -> None:

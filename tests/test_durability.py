@@ -7,10 +7,9 @@ import time
 import urllib.error
 from pathlib import Path
 
-import duckdb
-
 from tests.conftest import DaemonProcess
 from tests.otlp_builders import llm_attrs, make_request, make_span, post
+from watchdog.store import Store
 
 
 class Load:
@@ -57,11 +56,12 @@ class Load:
 
 
 def stored_span_ids(data_dir: Path) -> set[str]:
-    con = duckdb.connect(str(data_dir / "watchdog.duckdb"), read_only=True)
+    store = Store(data_dir / "watchdog.duckdb", read_only=True)
+    store.open()
     try:
-        return {r[0] for r in con.execute('SELECT "SpanId" FROM spans').fetchall()}
+        return {r[0] for r in store.query('SELECT "SpanId" FROM spans')}
     finally:
-        con.close()
+        store.close()
 
 
 def test_kill9_mid_load_loses_no_acknowledged_span(tmp_path: Path) -> None:

@@ -151,8 +151,8 @@ def test_full_queue_answers_503_with_retry_after(daemon_factory) -> None:  # typ
         entered.set()
         gate.wait(30)
 
-    # Occupy the single writer thread so nothing commits while the queue fills.
-    holder = threading.Thread(target=lambda: d.call(d.d.store.write(hold)))
+    # Occupy the span writer thread so nothing commits while the queue fills.
+    holder = threading.Thread(target=lambda: d.d.store._span_writer.submit(hold, None).result())
     holder.start()
     assert entered.wait(10)
     results: list[int] = []

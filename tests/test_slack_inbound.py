@@ -356,7 +356,7 @@ def test_status_top_and_help(d: DaemonThread, fake_slack: FakeSlack) -> None:
     d.call(
         d.d.store.write(
             lambda cur: cur.execute(
-                "INSERT INTO steps (trace_id, span_id, parent_span_id, start_time, end_time, "
+                "INSERT INTO step_records (trace_id, span_id, parent_span_id, start_time, end_time, "
                 "service_name, agent_name, session_id, kind, cost_usd, price_source, is_error) VALUES "
                 "('t', 's', '', now(), now(), 'svc', 'research-bot', 'sess-1', 'llm', 1.5, 'override', false)"
             )

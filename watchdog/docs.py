@@ -542,15 +542,15 @@ _CREATE = re.compile(r"CREATE\s+(TABLE|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", 
 
 
 def _view_sources() -> dict[str, str]:
-    """View → the migration file that (last) defines it."""
-    from watchdog.store import list_migrations
+    """View → the migration file that (last) defines it, or the store for its own views."""
+    from watchdog.store import VIEWS, list_migrations
 
     out: dict[str, str] = {}
     for _version, name, sql in list_migrations():
         for m in _CREATE.finditer(sql):
             if m.group(1).upper() == "VIEW":
                 out[m.group(2)] = name
-    return out
+    return out | dict.fromkeys(VIEWS, "watchdog/store.py")
 
 
 def _migration_notes() -> dict[str, tuple[str, str]]:
@@ -575,7 +575,7 @@ def _migration_notes() -> dict[str, tuple[str, str]]:
 
 def render_schema() -> str:
     """docs/schema.md: every table and column of a fresh data directory after all migrations."""
-    from watchdog.store import Store
+    from watchdog.store import VIEW_TABLES, Store
 
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "schema.duckdb", memory_limit="256MB", threads=1)
@@ -584,13 +584,15 @@ def render_schema() -> str:
             rows = store.con.execute(
                 "SELECT table_name, column_name, data_type, is_nullable FROM "
                 "information_schema.columns WHERE table_schema = 'main' "
+                "AND table_catalog = current_database() "
                 "ORDER BY table_name, ordinal_position"
             ).fetchall()
             views = {
                 r[0]
                 for r in store.con.execute(
                     "SELECT table_name FROM information_schema.tables "
-                    "WHERE table_schema = 'main' AND table_type = 'VIEW'"
+                    "WHERE table_schema = 'main' AND table_type = 'VIEW' "
+                    "AND table_catalog = current_database()"
                 ).fetchall()
             }
             version = store.schema_version()
@@ -598,6 +600,8 @@ def render_schema() -> str:
             store.close()
     notes = _migration_notes()
     views_by = _view_sources()
+    not_null = {(t, c) for t, c, _, nullable in rows if nullable == "NO"}
+    rows = [(t, c, d, "NO" if (VIEW_TABLES.get(t), c) in not_null else n) for t, c, d, n in rows]
     tables: dict[str, list[tuple[str, str, str]]] = {}
     for table, column, dtype, nullable in rows:
         tables.setdefault(table, []).append((column, dtype, nullable))
@@ -609,7 +613,9 @@ def render_schema() -> str:
         "`POST /api/sql` see them (one read-only `SELECT` per query). Times are UTC; "
         "`TIMESTAMP` columns are naive UTC, `TIMESTAMP_NS` nanoseconds. The names and columns "
         "of `spans`, `steps`, `alerts` and `verdicts` are stable (DESIGN §1); the others may "
-        "gain columns.\n",
+        "gain columns. The rows of `spans` and `steps` are kept in two files, "
+        "`watchdog.duckdb` and `watchdog.twin.duckdb` (ingest writes into one while the other "
+        "is being checkpointed); the two views read both.\n",
         "Tables: " + ", ".join(f"[`{t}`](#{_anchor(t)})" for t in order) + ".\n",
     ]
     for t in order:
@@ -622,6 +628,11 @@ def render_schema() -> str:
                 else f"created by `{file}`"
             )
             out.append((comment + " " if comment else "") + f"({what})\n")
+        elif t == "step_records":
+            out.append(
+                "The stored rows behind the `steps` view, this file's half (`twin.step_records` "
+                "holds the other). Query `steps`, not this table.\n"
+            )
         elif t == "schema_version":
             out.append("The migrations applied to this file, one row each.\n")
         out.append("| column | type | null |")

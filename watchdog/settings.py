@@ -71,10 +71,10 @@ class StorageSettings(Section):
     checkpoint_threshold: str = Field(
         "96MB",
         pattern=r"(?i)^\s*\d+(\.\d+)?\s*([kmgt]i?b|b|bytes)\s*$",
-        description="WAL size at which DuckDB checkpoints (folds the WAL into the database "
-        "file). Commits wait for a checkpoint, about one second per 100 MB here, and the "
-        "rows since the last one stay in memory: more means fewer, longer pauses and more "
-        "memory. A checkpoint costs least per span when it covers a whole row group "
+        description="WAL size at which the file that takes span inserts is checkpointed (its "
+        "WAL folded into it, about one second per 100 MB here) while the inserts go to the "
+        "other of the two span files. The rows since a file's last checkpoint stay in "
+        "memory: more means fewer checkpoints and more memory. A checkpoint costs least per span when it covers a whole row group "
         "(122,880 spans): for spans that carry prompts and outputs (2 KB and more), 256MB "
         "costs a third of the CPU of 96MB (benchmarks/checkpoint_cost.py).",
     )

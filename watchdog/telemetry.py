@@ -52,6 +52,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.checkpoint_seconds = Histogram(
+            "watchdog_store_checkpoint_seconds",
+            "Duration of one checkpoint of a span file (inserts go to the other file meanwhile).",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
         self.commit_errors = Counter(
             "watchdog_store_commit_errors_total", "Batch commits that failed.", registry=r
         )
