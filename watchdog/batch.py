@@ -95,20 +95,24 @@ class SpanColumns:
     def seal(self) -> SpanBatch:
         """Build the Arrow tables of these rows (Events/Links omitted when no span has any)."""
         keys = list(map(operator.add, self.trace_id, self.span_id))
-        return SpanBatch(spans_table(self), self.steps, steps_table(self.steps), keys)
+        # The step tuples build the Arrow table here and, in a worker, cross the pipe.
+        rows = list(map(_step_tuple, self.steps))
+        return SpanBatch(spans_table(self), self.steps, _steps_table(rows), keys, rows)
 
 
 @dataclass(slots=True)
 class SpanBatch:
     """Rows ready to insert: `spans` and `steps` Arrow tables, dedupe keys, the steps.
 
-    `keys[i]` is trace_id + span_id of span row i; `steps_table` holds `steps` in order.
+    `keys[i]` is trace_id + span_id of span row i; `steps_table` holds `steps` in order;
+    `step_rows`, when known, holds each step's fields as a tuple.
     """
 
     spans: pa.Table
     steps: list[Step]
     steps_table: pa.Table
     keys: list[str]
+    step_rows: list[tuple[Any, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -149,7 +153,7 @@ class SpanBatch:
         return (
             _ipc(self.spans),
             _ipc(self.steps_table),
-            [_step_tuple(s) for s in self.steps],
+            self.step_rows if self.step_rows is not None else list(map(_step_tuple, self.steps)),
             self.keys,
         )
 
@@ -219,7 +223,11 @@ def spans_table(c: SpanColumns) -> pa.Table:
 
 def steps_table(steps: Sequence[Step]) -> pa.Table:
     """Build the Arrow table of `steps` in the `steps` column layout."""
-    if not steps:
+    return _steps_table(list(map(_step_tuple, steps)))
+
+
+def _steps_table(rows: list[tuple[Any, ...]]) -> pa.Table:
+    if not rows:
         return STEPS_SCHEMA.empty_table()
     # pyarrow converts a list of tuples to a struct array in one pass.
-    return pa.Table.from_struct_array(pa.array(list(map(_step_tuple, steps)), _STEP_STRUCT))
+    return pa.Table.from_struct_array(pa.array(rows, _STEP_STRUCT))
