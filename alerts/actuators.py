@@ -61,12 +61,20 @@ class AgentIndex:
 
     def on_commit(self, notice: Committed) -> None:
         """Remember the agent of every session and trace in the commit."""
-        for s in notice.steps:
-            for key in (("session", s.session_id), ("trace", s.trace_id)):
-                self._owner[key] = s.agent_name
-                self._owner.move_to_end(key)
-        while len(self._owner) > self._capacity:
-            self._owner.popitem(last=False)
+        # A commit holds whole runs: collapse them to one entry per session and per trace
+        # (the last step's agent wins) before touching the LRU order, 2 keys per run
+        # instead of 2 per step.
+        owner = self._owner
+        for scope, latest in (
+            ("session", {s.session_id: s.agent_name for s in notice.steps}),
+            ("trace", {s.trace_id: s.agent_name for s in notice.steps}),
+        ):
+            for value, agent in latest.items():
+                key = (scope, value)
+                owner[key] = agent
+                owner.move_to_end(key)
+        while len(owner) > self._capacity:
+            owner.popitem(last=False)
 
     def agent_of(self, scope_type: str, value: str) -> str | None:
         """Return the agent a scope belongs to, if known."""
