@@ -90,7 +90,7 @@ class Store:
         self,
         path: Path,
         *,
-        memory_limit: str = "1GB",
+        memory_limit: str = "384MB",
         threads: int = 2,
         read_only: bool = False,
         checkpoint_threshold: str = "96MB",
