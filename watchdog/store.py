@@ -176,7 +176,7 @@ class Store:
             if not self.read_only:
                 for catalog in (self._main, TWIN):
                     try:
-                        con.execute(f"CHECKPOINT {catalog}")
+                        con.execute(f"CHECKPOINT {_ident(catalog)}")
                     except duckdb.Error:
                         logger.warning("checkpoint of %s at close failed", catalog, exc_info=True)
             con.close()
@@ -242,7 +242,7 @@ class Store:
                     f"the main file {main_cols}"
                 )
         for name, sql in VIEWS.items():
-            con.execute(f"CREATE OR REPLACE VIEW {self._main}.{name} AS {sql}")
+            con.execute(f"CREATE OR REPLACE VIEW {_ident(self._main)}.{name} AS {sql}")
 
     def schema_version(self) -> int:
         """The highest migration applied to the file."""
@@ -294,7 +294,7 @@ class Store:
 
     def write_spans_sync(self, batch: SpanBatch) -> None:
         """The span writer's body of `write_spans`: insert into the target file, commit."""
-        target = self._target
+        target = _ident(self._target)
 
         def insert(cur: duckdb.DuckDBPyConnection) -> None:
             cur.register("_spans_in", batch.spans)
@@ -335,13 +335,18 @@ class Store:
         """Checkpoint `catalog` (on the checkpoint thread)."""
         started = time.perf_counter()
         try:
-            self._cursor().execute(f"CHECKPOINT {catalog}")
+            self._cursor().execute(f"CHECKPOINT {_ident(catalog)}")
         except duckdb.Error:  # e.g. another write transaction open on it: try next time
             logger.warning("checkpoint of %s failed", catalog, exc_info=True)
         finally:
             with self._lock:
                 self._folding = None
         METRICS.checkpoint_seconds.observe(time.perf_counter() - started)
+
+
+def _ident(name: str) -> str:
+    """`name` as a quoted SQL identifier (a catalog is named after its file)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _quote(path: Path) -> str:
