@@ -58,9 +58,12 @@ class ServerSettings(Section):
 
 
 class StorageSettings(Section):
-    """Where the DuckDB file lives."""
+    """Where the DuckDB files live and how DuckDB may use memory and threads."""
 
-    data_dir: Path = Field(Path("watchdog-data"), description="Directory of the DuckDB file.")
+    data_dir: Path = Field(
+        Path("watchdog-data"),
+        description="Directory of the DuckDB files (watchdog.duckdb and watchdog.twin.duckdb).",
+    )
     memory_limit: str = Field(
         "384MB",
         description="DuckDB memory limit: its cache of the files' blocks and the working memory "
@@ -80,8 +83,8 @@ class StorageSettings(Section):
         description="WAL size at which the file that takes span inserts is checkpointed (its "
         "WAL folded into it, about one second per 100 MB here) while the inserts go to the "
         "other of the two span files. The rows since a file's last checkpoint stay in "
-        "memory: more means fewer checkpoints and more memory. A checkpoint costs least per span when it covers a whole row group "
-        "(122,880 spans): for spans that carry prompts and outputs (2 KB and more), 256MB "
+        "memory: more means fewer checkpoints and more memory. A checkpoint costs least per "
+        "span when it covers a whole row group (122,880 spans): for spans that carry prompts and outputs (2 KB and more), 256MB "
         "costs a third of the CPU of 96MB (benchmarks/checkpoint_cost.py).",
     )
 

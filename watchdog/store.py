@@ -37,8 +37,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TWIN = "twin"
-# The tables that both files hold; the views below read both.
-RECORD_TABLES = ("span_records", "step_records")
 VIEWS = {
     # Spans as received, in the column layout of the OpenTelemetry Collector's ClickHouse
     # exporter table `otel_traces` (attributes as MAPs), so queries written for it run here.
@@ -55,6 +53,8 @@ VIEWS = {
 }
 # The table whose rows each view shows (its columns' NOT NULL constraints hold for the view).
 VIEW_TABLES = {"spans": "span_records", "steps": "step_records"}
+# The tables that both files hold.
+RECORD_TABLES = tuple(VIEW_TABLES.values())
 _UNITS = {"b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 _UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
